@@ -1,0 +1,230 @@
+"""The ``simcore`` command line (also ``python -m simcore``).
+
+    simcore scenes                       list scenes (and --options)
+    simcore play [SCENE]                 play live (window) or headless (GIF/MP4)
+    simcore collect SCENE --episodes N --steps T --out DIR [--workers K]
+    simcore replay FILE                  play a recording back (window or GIF)
+    simcore plugins                      loaded plugins, their hooks, native extension
+
+Global options before the command: ``--plugin/-p MODULE|FILE.py`` (repeatable) adds
+a plugin (e.g. a file that registers your own scene), ``--disable NAME`` removes one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from simcore.errors import SimcoreError
+
+app = typer.Typer(
+    help="simcore: a plugin-based world simulator with generative rendering.",
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+DEFAULT_SCENE = "simcore/Pong-v0"
+
+
+# ---------------------------------------------------------------------------
+# parsing helpers
+# ---------------------------------------------------------------------------
+
+
+def parse_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``["count=3", "radius_range=[4,6]", "collisions=false"]`` -> dict (values as JSON
+    when they parse, else strings)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SimcoreError(f"options are given as NAME=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def parse_frame_size(text: str) -> tuple[int, int]:
+    """``"64x96"`` (height x width) -> (64, 96)."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise SimcoreError(f"frame size is given as HEIGHTxWIDTH (e.g. 64x64), got {text!r}") from None
+    return h, w
+
+
+def _pm():
+    from simcore.plugin_manager import get_plugin_manager
+
+    return get_plugin_manager()
+
+
+# ---------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------
+
+
+@app.callback()
+def _global(
+    plugin: list[str] = typer.Option([], "--plugin", "-p", help="Extra plugin: a module name or a .py file (repeatable)."),
+    disable: list[str] = typer.Option([], "--disable", help="Disable a plugin by name (repeatable)."),
+) -> None:
+    from simcore.plugin_manager import create_plugin_manager, set_plugin_manager
+
+    pm = create_plugin_manager(disable=disable, plugins=plugin)
+    set_plugin_manager(pm)
+    pm.hook.simcore_configure.call_historic(kwargs={"config": {"plugins": list(plugin), "disable": list(disable)}})
+
+
+@app.command()
+def scenes(options: bool = typer.Option(False, "--options", help="Also list each scene's options.")) -> None:
+    """List the registered scenes."""
+    from simcore.plugin_manager import get_registry
+
+    registry = get_registry(_pm())
+    for sid in registry.ids():
+        cls = registry.get(sid)
+        scene = cls()
+        actions = ", ".join(cls.action_meanings) if cls.action_meanings else f"{scene.action_space}"
+        typer.echo(f"{sid:<28} {cls.describe()}  [actions: {actions}]")
+        if options:
+            for name, spec in cls.options.items():
+                typer.echo(f"    {name:<18} = {json.dumps(scene.default_options[name])}  {spec.doc}")
+
+
+@app.command()
+def play(
+    scene: str = typer.Argument(DEFAULT_SCENE, help="Scene id (see `simcore scenes`)."),
+    backend: str = typer.Option("sim", help="sim: the scene's own simulator."),
+    agent: Optional[str] = typer.Option(None, help="Policy as module:function or file.py:function; "
+                                        "default: the keyboard (window) or the scene's demo policy (headless)."),
+    seed: int = typer.Option(0, help="Seed of the first episode (later episodes: seed+1, ...)."),
+    headless: bool = typer.Option(False, "--headless", help="No window: write a GIF/MP4 (automatic without a display)."),
+    frames: Optional[int] = typer.Option(None, help="Stop after this many steps (headless default: 200)."),
+    out: Optional[Path] = typer.Option(None, help="Video file for headless play (.gif or .mp4; default simcore-play.gif)."),
+    fps: Optional[float] = typer.Option(None, help="Simulation rate (default: the scene's)."),
+    scale: int = typer.Option(8, help="Window pixels per frame pixel."),
+    frame_size: str = typer.Option("64x64", "--frame-size", help="HEIGHTxWIDTH, both divisible by 8."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Scene option NAME=VALUE (repeatable)."),
+    record: Optional[Path] = typer.Option(None, help="Record episodes to this directory (C toggles)."),
+    max_episode_steps: Optional[int] = typer.Option(None, help="Truncate episodes after this many steps."),
+) -> None:
+    """Play a scene: live in a window (keys move, P pause, N step, R reset, C record, Esc quit)
+    or, headless, into a GIF/MP4."""
+    import simcore
+    from simcore.agents import load_policy
+    from simcore.loop import Session
+    from simcore.plugins.display import detect_headless
+
+    world = simcore.make(scene, backend, frame_size=parse_frame_size(frame_size),
+                         max_episode_steps=max_episode_steps, **parse_options(option))
+    headless = headless or detect_headless()
+    policy = load_policy(agent) if agent else (world.scene.demo_policy(seed) if headless else None)
+    display: dict[str, Any] = {"headless": headless, "scale": scale}
+    if headless:
+        display["out"] = str(out or "simcore-play.gif")
+        frames = frames or 200
+    config: dict[str, Any] = {"display": display}
+    if record:
+        config["record"] = {"dir": str(record)}
+    session = Session(world, policy=policy, seed=seed, fps=fps, realtime=not headless, max_steps=frames,
+                      config=config)
+    summary = session.run()
+    world.close()
+    typer.echo(_summary_line(summary))
+
+
+def _summary_line(summary: dict[str, Any]) -> str:
+    parts = [f"{summary.get('steps', 0)} steps", f"{summary.get('episodes', 0)} episodes finished"]
+    if summary.get("video"):
+        parts.append(f"video: {summary['video']}")
+    if summary.get("recordings"):
+        parts.append(f"recordings: {', '.join(summary['recordings'])}")
+    return "; ".join(parts)
+
+
+@app.command()
+def collect(
+    scene: str = typer.Argument(..., help="Scene id."),
+    episodes: int = typer.Option(..., help="Number of episodes."),
+    steps: int = typer.Option(..., help="Steps per episode (after the reset frame)."),
+    out: Path = typer.Option(..., help="Output directory for the msgpack shards."),
+    workers: int = typer.Option(1, help="Parallel worker processes."),
+    seed: int = typer.Option(0, help="Episode i uses seed+i."),
+    policy: str = typer.Option("demo", help="demo | random | noop | module:function."),
+    frame_size: str = typer.Option("64x64", "--frame-size", help="HEIGHTxWIDTH, both divisible by 8."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Scene option NAME=VALUE (repeatable)."),
+    shard_size: int = typer.Option(16, help="Episodes per shard file."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Record episodes of a scene to msgpack shards (see docs/recording-format.md)."""
+    from simcore.collect import collect as run_collect
+
+    summary = run_collect(scene, episodes=episodes, steps=steps, out_dir=out, workers=workers, seed=seed,
+                          policy=policy, frame_size=parse_frame_size(frame_size), options=parse_options(option),
+                          shard_size=shard_size, progress=progress,
+                          plugins=tuple(_pm_plugins()))
+    typer.echo(f"wrote {summary['frames']} frames in {len(summary['files'])} shard(s) to {out} "
+               f"({summary['frames_per_s']:.0f} frames/s)")
+
+
+def _pm_plugins() -> list[str]:
+    """Extra plugin modules/files given with --plugin, so workers load them too."""
+    pm = _pm()
+    return list(getattr(pm, "_simcore_extra", []))
+
+
+@app.command()
+def replay(
+    file: Path = typer.Argument(..., help="A recording (.msgpack, or a .tmp left by a crash)."),
+    episode: Optional[int] = typer.Option(None, help="Only this episode of a shard (0-based)."),
+    fps: Optional[float] = typer.Option(None, help="Playback rate (default: the recording's)."),
+    headless: bool = typer.Option(False, "--headless", help="No window: write a GIF/MP4 (automatic without a display)."),
+    out: Optional[Path] = typer.Option(None, help="Video file for headless replay (default: FILE with .gif)."),
+    scale: int = typer.Option(8, help="Window pixels per frame pixel."),
+) -> None:
+    """Play a recording back in a window, or write it as a GIF/MP4."""
+    from simcore.replay import replay as run_replay
+
+    summary = run_replay(file, episode=episode, fps=fps, headless=headless, out=out, scale=scale)
+    typer.echo(f"replayed {summary['frames']} frames from {summary['episodes']} episode(s)"
+               + (f"; video: {summary['video']}" if summary.get("video") else "")
+               + ("; the recording was cut off (truncated)" if summary.get("truncated") else ""))
+
+
+@app.command()
+def plugins() -> None:
+    """List loaded plugins with the hooks each implements, and the native extension."""
+    from simcore.kernels import describe as describe_kernels
+
+    pm = _pm()
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            typer.echo(f"{name:<12} (disabled)")
+            continue
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        where = getattr(plugin, "__name__", type(plugin).__name__)
+        typer.echo(f"{name:<12} {where:<32} {', '.join(hooks)}")
+    typer.echo(f"native extension: {describe_kernels()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning simcore's own errors into one clear line."""
+    try:
+        app(args=argv, prog_name="simcore", standalone_mode=True)
+    except SimcoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    main()
