@@ -122,11 +122,11 @@ def play(
     import simcore
     from simcore.agents import load_policy
     from simcore.loop import Session
-    from simcore.plugins.display import detect_headless
+    from simcore.plugins.display import auto_headless
 
     world = simcore.make(scene, backend, frame_size=parse_frame_size(frame_size),
                          max_episode_steps=max_episode_steps, **parse_options(option))
-    headless = headless or detect_headless()
+    headless = headless or auto_headless()
     policy = load_policy(agent) if agent else (world.scene.demo_policy(seed) if headless else None)
     display: dict[str, Any] = {"headless": headless, "scale": scale}
     if headless:
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning simcore's own errors into one clear line."""
     try:
         app(args=argv, prog_name="simcore", standalone_mode=True)
-    except SimcoreError as exc:
+    except (SimcoreError, OSError) as exc:  # bad input or a missing/unreadable file
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
 

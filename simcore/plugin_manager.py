@@ -128,7 +128,18 @@ def get_registry(pm: pluggy.PluginManager | None = None) -> SceneRegistry:
         registry = SceneRegistry()
         pm.hook.simcore_register_scenes(registry=registry)
         pm._simcore_registry = registry
+        register_with_gymnasium(registry)
     return registry
+
+
+def register_with_gymnasium(registry: SceneRegistry) -> None:
+    """Make ``gymnasium.make("simcore/Pong-v0")`` work for every registered scene
+    (through the default plugin manager)."""
+    import gymnasium
+
+    for sid in registry.ids():
+        if sid not in gymnasium.registry:
+            gymnasium.register(id=sid, entry_point="simcore.world:make", kwargs={"scene_id": sid})
 
 
 def plugin_names(pm: pluggy.PluginManager) -> list[str]:

@@ -18,7 +18,7 @@ def replay(path, *, episode: int | None = None, fps: float | None = None, headle
     """
     import warnings
 
-    from simcore.plugins.display import Window, detect_headless
+    from simcore.plugins.display import Window, auto_headless
     from simcore.recording import RecordingTruncatedWarning
     from simcore.video import VideoWriter
 
@@ -33,7 +33,7 @@ def replay(path, *, episode: int | None = None, fps: float | None = None, headle
             raise RecordingError(f"{path}: episode {episode} does not exist (the file holds {len(episodes)})")
         episodes = [episodes[episode]]
     rate = float(fps or episodes[0].header.get("fps") or 20)
-    headless = headless or detect_headless()
+    headless = headless or auto_headless()
     name = os.fspath(path)
     window = Window(title=f"simcore replay — {Path(name).name}", scale=scale, fps=rate, headless=headless)
     writer = None

@@ -241,7 +241,8 @@ class Scene:
 
     @classmethod
     def describe(cls) -> str:
-        return cls.description or (cls.__doc__ or "").strip().splitlines()[0]
+        lines = (cls.description or cls.__doc__ or "").strip().splitlines()
+        return lines[0] if lines else cls.__name__
 
 
 SceneFactory = Callable[..., Scene]
