@@ -10,4 +10,5 @@ BUILTIN: tuple[tuple[str, str], ...] = (
     ("scenes", "simcore.scenes"),
     ("display", "simcore.plugins.display"),
     ("recorder", "simcore.plugins.recorder"),
+    ("conditioning", "simcore.plugins.conditioning"),
 )

@@ -103,7 +103,13 @@ def scenes(options: bool = typer.Option(False, "--options", help="Also list each
 @app.command()
 def play(
     scene: str = typer.Argument(DEFAULT_SCENE, help="Scene id (see `simcore scenes`)."),
-    backend: str = typer.Option("sim", help="sim: the scene's own simulator."),
+    backend: str = typer.Option("model", help="model: the world model draws the frames (dream); "
+                                "sim: the scene's own simulator."),
+    model: str = typer.Option("default", help="World model for --backend model: a shipped name or a path."),
+    compare: Optional[bool] = typer.Option(None, "--compare/--no-compare",
+                                           help="Show the simulator side by side in lockstep (default: on "
+                                                "for the model backend)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps per model frame (default 4)."),
     agent: Optional[str] = typer.Option(None, help="Policy as module:function or file.py:function; "
                                         "default: the keyboard (window) or the scene's demo policy (headless)."),
     seed: int = typer.Option(0, help="Seed of the first episode (later episodes: seed+1, ...)."),
@@ -111,23 +117,37 @@ def play(
     frames: Optional[int] = typer.Option(None, help="Stop after this many steps (headless default: 200)."),
     out: Optional[Path] = typer.Option(None, help="Video file for headless play (.gif or .mp4; default simcore-play.gif)."),
     fps: Optional[float] = typer.Option(None, help="Simulation rate (default: the scene's)."),
-    scale: int = typer.Option(8, help="Window pixels per frame pixel."),
+    scale: int = typer.Option(6, help="Window pixels per frame pixel."),
     frame_size: str = typer.Option("64x64", "--frame-size", help="HEIGHTxWIDTH, both divisible by 8."),
     option: list[str] = typer.Option([], "--option", "-o", help="Scene option NAME=VALUE (repeatable)."),
     record: Optional[Path] = typer.Option(None, help="Record episodes to this directory (C toggles)."),
     max_episode_steps: Optional[int] = typer.Option(None, help="Truncate episodes after this many steps."),
 ) -> None:
     """Play a scene: live in a window (keys move, P pause, N step, R reset, C record, Esc quit)
-    or, headless, into a GIF/MP4."""
+    or, headless, into a GIF/MP4. With no arguments: Pong, dreamed by the shipped world model,
+    next to the simulator."""
     import simcore
     from simcore.agents import load_policy
     from simcore.loop import Session
     from simcore.plugins.display import auto_headless
 
-    world = simcore.make(scene, backend, frame_size=parse_frame_size(frame_size),
-                         max_episode_steps=max_episode_steps, **parse_options(option))
+    size, options = parse_frame_size(frame_size), parse_options(option)
+    model_kw = {"model": model, "denoise_steps": steps} if backend == "model" else {}
+    world = simcore.make(scene, backend, frame_size=size, max_episode_steps=max_episode_steps, **model_kw, **options)
+    if compare is None:
+        compare = backend != "sim"
+    twin = simcore.make(scene, "sim", frame_size=size, max_episode_steps=max_episode_steps, **options) \
+        if compare else None
     headless = headless or auto_headless()
-    policy = load_policy(agent) if agent else (world.scene.demo_policy(seed) if headless else None)
+    session: Session | None = None
+    if agent:
+        policy = load_policy(agent)
+    elif headless:
+        demo = world.scene.demo_policy(seed)
+        # the demo policy reads ground truth; while the model dreams, the simulator twin has it
+        policy = demo if twin is None else (lambda obs, info: demo(session.compare_observation, session.compare_info))
+    else:
+        policy = None
     display: dict[str, Any] = {"headless": headless, "scale": scale}
     if headless:
         display["out"] = str(out or "simcore-play.gif")
@@ -135,8 +155,8 @@ def play(
     config: dict[str, Any] = {"display": display}
     if record:
         config["record"] = {"dir": str(record)}
-    session = Session(world, policy=policy, seed=seed, fps=fps, realtime=not headless, max_steps=frames,
-                      config=config)
+    session = Session(world, policy=policy, compare=twin, seed=seed, fps=fps, realtime=not headless,
+                      max_steps=frames, config=config)
     summary = session.run()
     world.close()
     typer.echo(_summary_line(summary))
@@ -198,6 +218,41 @@ def replay(
     typer.echo(f"replayed {summary['frames']} frames from {summary['episodes']} episode(s)"
                + (f"; video: {summary['video']}" if summary.get("video") else "")
                + ("; the recording was cut off (truncated)" if summary.get("truncated") else ""))
+
+
+@app.command()
+def train(
+    data: list[Path] = typer.Argument(..., help="Recordings: msgpack files or directories of them."),
+    out: Path = typer.Option(..., help="Run directory: model.safetensors, model_card.json, train_state, logs."),
+    size: str = typer.Option("small", help="Model size: tiny | small | base."),
+    stages: str = typer.Option("ae,dynamics,finetune", help="Comma-separated stages to run, in order."),
+    ae_steps: int = typer.Option(2000, help="Autoencoder steps."),
+    dyn_steps: int = typer.Option(4000, help="Dynamics (diffusion-forcing) steps."),
+    ft_steps: int = typer.Option(400, help="Self-forcing fine-tune steps."),
+    ae_batch: int = typer.Option(32, help="Frames per autoencoder batch."),
+    dyn_batch: int = typer.Option(16, help="Clips per dynamics batch."),
+    ft_batch: int = typer.Option(8, help="Clips per fine-tune batch."),
+    window: Optional[int] = typer.Option(None, help="Context frames (default: the size's)."),
+    max_minutes: Optional[float] = typer.Option(None, help="Stop each stage after this many minutes."),
+    eval_every: int = typer.Option(500, help="Rollout-PSNR check every N dynamics steps."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the DiT (GPU)."),
+    resume: bool = typer.Option(True, help="Continue from RUN/train_state.safetensors if present."),
+    note: str = typer.Option("", help="Free text for the model card (e.g. how it was trained)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Train a world model from recordings (alone, or under torchrun for DDP)."""
+    from simcore.train import TrainConfig
+    from simcore.train import train as run_train
+
+    cfg = TrainConfig(data=[str(d) for d in data], out=str(out), size=size,
+                      stages=tuple(s.strip() for s in stages.split(",") if s.strip()), window=window,
+                      ae_steps=ae_steps, dyn_steps=dyn_steps, ft_steps=ft_steps, ae_batch=ae_batch,
+                      dyn_batch=dyn_batch, ft_batch=ft_batch, max_minutes=max_minutes, eval_every=eval_every,
+                      seed=seed, device=device, compile=compile, resume=resume, note=note, progress=progress)
+    path = run_train(cfg)
+    typer.echo(f"model: {path}/model.safetensors (card: {path}/model_card.json)")
 
 
 @app.command()

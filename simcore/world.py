@@ -17,7 +17,7 @@ import pluggy
 from simcore.errors import BackendError, InvalidActionError, SceneOptionError, SimcoreError
 from simcore.scene import DEFAULT_FRAME_SIZE, Scene
 
-BACKENDS = ("sim",)
+BACKENDS = ("sim", "model")
 
 
 @dataclass
@@ -52,6 +52,10 @@ class World(gym.Env):
         render_mode: str | None = None,
         max_episode_steps: int | None = None,
         plugin_manager: pluggy.PluginManager | None = None,
+        model: Any = "default",
+        denoise_steps: int | None = None,
+        context: int | None = None,
+        device: str = "cpu",
     ):
         if backend not in BACKENDS:
             raise BackendError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
@@ -77,6 +81,11 @@ class World(gym.Env):
         self._frame: np.ndarray | None = None
         self._t = 0
         self._window = None
+        self.dreamer = None
+        if backend == "model":
+            from simcore.dream import ModelBackend
+
+            self.dreamer = ModelBackend(self, model, denoise_steps=denoise_steps, context=context, device=device)
 
     # -- Gymnasium API -------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -89,6 +98,8 @@ class World(gym.Env):
         self._state = self.scene.initial(self.np_random, self.options)
         self._t = 0
         self._frame = self.scene.render(self._state)
+        if self.dreamer is not None:
+            self.dreamer.reset(self._frame, seed)
         info = self._info()
         self._emit(Transition(0, self._frame, None, 0.0, False, False, info))
         if self.render_mode == "human":
@@ -105,13 +116,20 @@ class World(gym.Env):
                    if self.scene.action_meanings else "")
             )
         previous = self._frame
-        state = self.scene.step(self._state, action, self.np_random)
-        reward = float(self.scene.reward(self._state, action, state))
-        self._state = state
-        self._t += 1
-        terminated = bool(self.scene.terminal(state))
+        if self.dreamer is not None and not self.dreamer.in_prompt(self._t + 1):
+            self._t += 1  # dreaming: the model alone makes the frame
+            self._frame = self.dreamer.dream(action, self._t)
+            reward, terminated = 0.0, False
+        else:
+            state = self.scene.step(self._state, action, self.np_random)
+            reward = float(self.scene.reward(self._state, action, state))
+            self._state = state
+            self._t += 1
+            terminated = bool(self.scene.terminal(state))
+            self._frame = self.scene.render(state)
+            if self.dreamer is not None:
+                self.dreamer.observe(self._frame, action, self._t)
         truncated = self.max_episode_steps is not None and self._t >= self.max_episode_steps
-        self._frame = self.scene.render(state)
         info = self._info()
         self._emit(Transition(self._t, self._frame, action, reward, terminated, truncated, info, previous))
         if self.render_mode == "human":
@@ -149,6 +167,8 @@ class World(gym.Env):
             "rng": self.np_random.bit_generator.state,
             "t": self._t,
             "options": self.options,
+            "frame": self._frame,
+            "dream": self.dreamer.snapshot() if self.dreamer is not None else None,
         })
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -163,7 +183,9 @@ class World(gym.Env):
         self.np_random.bit_generator.state = snap["rng"]
         self._t = snap["t"]
         self.options = snap["options"]
-        self._frame = self.scene.render(self._state)
+        self._frame = snap["frame"]
+        if self.dreamer is not None:
+            self.dreamer.restore(snap["dream"])
 
     # -- internals --------------------------------------------------------------------
     @property
@@ -176,7 +198,14 @@ class World(gym.Env):
         """The scene's current state (read-only by convention)."""
         return self._state
 
+    @property
+    def dreaming(self) -> bool:
+        """True once the model (not the simulator) makes the frames."""
+        return self.dreamer is not None and not self.dreamer.in_prompt(self._t)
+
     def _info(self) -> dict[str, Any]:
+        if self.dreaming:  # the simulator's state no longer describes the frame
+            return {"step": self._t, "dream": True}
         return {"step": self._t, "objects": self.scene.objects(self._state), **self.scene.extra_info(self._state)}
 
     def _emit(self, transition: Transition) -> None:
@@ -198,16 +227,27 @@ def make(
     render_mode: str | None = None,
     max_episode_steps: int | None = None,
     plugin_manager: pluggy.PluginManager | None = None,
+    model: Any = "default",
+    denoise_steps: int | None = None,
+    context: int | None = None,
+    device: str = "cpu",
     **options: Any,
 ) -> World:
     """Make a World for ``scene_id``. ``options`` are the scene's parameters (defaults
-    for every episode; ``reset(options=...)`` overrides them per episode)."""
+    for every episode; ``reset(options=...)`` overrides them per episode).
+
+    ``backend="model"`` draws frames with a world model: ``model`` is a shipped name
+    ("default"), a directory or a .safetensors file; ``denoise_steps`` (default 4)
+    Euler steps per frame; ``context`` frames in the rolling KV cache."""
     from simcore.plugin_manager import get_registry
 
     scene_cls = get_registry(plugin_manager).get(scene_id)
     scene = scene_cls(frame_size, **options)
-    return World(scene, backend=backend, render_mode=render_mode,
-                 max_episode_steps=max_episode_steps, plugin_manager=plugin_manager)
+    if backend != "model" and (model != "default" or denoise_steps or context):
+        raise BackendError("model, denoise_steps and context apply to backend='model' only")
+    return World(scene, backend=backend, render_mode=render_mode, max_episode_steps=max_episode_steps,
+                 plugin_manager=plugin_manager, model=model, denoise_steps=denoise_steps, context=context,
+                 device=device)
 
 
 def make_vec(scene_id: str, num_envs: int, *, vectorization_mode: str = "sync", **kwargs: Any) -> gym.vector.VectorEnv:

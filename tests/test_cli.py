@@ -37,7 +37,7 @@ def test_scenes_lists_every_scene_with_options():
 
 def test_play_headless_writes_a_gif(tmp_path):
     out = tmp_path / "pong.gif"
-    result = run("play", "simcore/Pong-v0", "--headless", "--frames", "12", "--out", str(out), "--scale", "4")
+    result = run("play", "simcore/Pong-v0", "--backend", "sim", "--headless", "--frames", "12", "--out", str(out), "--scale", "4")
     assert result.exit_code == 0, result.output
     frames = iio.imread(out, index=None)
     assert frames.shape[0] >= 5 and frames.shape[2] == 256  # 64 px x scale 4 wide
@@ -47,7 +47,7 @@ def test_play_with_scripted_agent_and_recording(tmp_path):
     agent = tmp_path / "my_agent.py"
     agent.write_text("def always_up(obs, info):\n    return 1\n")
     rec = tmp_path / "rec"
-    result = run("play", "simcore/Pong-v0", "--headless", "--frames", "8", "--out", str(tmp_path / "a.gif"),
+    result = run("play", "simcore/Pong-v0", "--backend", "sim", "--headless", "--frames", "8", "--out", str(tmp_path / "a.gif"),
                  "--agent", f"{agent}:always_up", "--record", str(rec), "-o", "points_to_win=0")
     assert result.exit_code == 0, result.output
     files = sorted(rec.glob("*.msgpack"))
@@ -64,7 +64,7 @@ def test_play_user_scene_via_plugin_file(tmp_path):
         "class Mine(BallScene):\n    id = 'user/Mine-v0'\n    options = common_options(count=(3, 3))\n"
         "@simcore.hookimpl\ndef simcore_register_scenes(registry):\n    registry.register(Mine)\n"
     )
-    result = run("--plugin", str(plugin), "play", "user/Mine-v0", "--headless", "--frames", "3",
+    result = run("--plugin", str(plugin), "play", "user/Mine-v0", "--backend", "sim", "--headless", "--frames", "3",
                  "--out", str(tmp_path / "m.gif"))
     assert result.exit_code == 0, result.output
     result = run("--plugin", str(plugin), "scenes")
@@ -126,7 +126,8 @@ def test_option_and_frame_size_parsing():
         (["play", "simcore/Nope-v0", "--headless"], "unknown scene 'simcore/Nope-v0'"),
         (["play", "simcore/Pong-v0", "--headless", "-o", "warp=9"], "unknown option 'warp'"),
         (["play", "simcore/Pong-v0", "--headless", "--frame-size", "60x64"], "divisible by 8"),
-        (["play", "simcore/Pong-v0", "--headless", "--agent", "nomodule_xyz:f"], "cannot import agent"),
+        (["play", "simcore/Pong-v0", "--backend", "sim", "--headless", "--agent", "nomodule_xyz:f"], "cannot import agent"),
+        (["play", "simcore/Pong-v0", "--headless", "--model", "/nonexistent/model"], "no model at"),
         (["replay", "/nonexistent/file.msgpack"], "file.msgpack"),
         (["--disable", "nosuch", "scenes"], "unknown plugin"),
     ],
