@@ -75,7 +75,10 @@ def load_model(name: str | os.PathLike = "default", device: str | torch.device =
         cfg = ModelConfig.from_dict(json.loads(meta["config"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: its config is missing or invalid: {exc}") from exc
-    model = WorldModel(cfg)
+    try:
+        model = WorldModel(cfg)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: its config cannot build a model: {exc}") from exc
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

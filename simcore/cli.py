@@ -250,9 +250,63 @@ def train(
                       stages=tuple(s.strip() for s in stages.split(",") if s.strip()), window=window,
                       ae_steps=ae_steps, dyn_steps=dyn_steps, ft_steps=ft_steps, ae_batch=ae_batch,
                       dyn_batch=dyn_batch, ft_batch=ft_batch, max_minutes=max_minutes, eval_every=eval_every,
-                      seed=seed, device=device, compile=compile, resume=resume, note=note, progress=progress)
+                      seed=seed, device=device, compile=compile, resume=resume, note=note, progress=progress,
+                      command=" ".join(["simcore"] + sys.argv[1:]))
     path = run_train(cfg)
     typer.echo(f"model: {path}/model.safetensors (card: {path}/model_card.json)")
+
+
+@app.command()
+def eval(  # noqa: A001 - the command is `simcore eval`
+    model: str = typer.Option("default", help="Shipped model name, run directory or .safetensors file."),
+    scene: list[str] = typer.Option([], "--scene", help="Scene to evaluate (repeatable; default: all the model's)."),
+    rollouts: int = typer.Option(8, help="Rollouts per scene (seeds SEED .. SEED+N-1)."),
+    horizon: int = typer.Option(64, help="Model-generated steps per rollout."),
+    long_horizon: int = typer.Option(1200, "--long-horizon", help="Steps of the one long rollout per scene (0: none)."),
+    seed: int = typer.Option(1_000_000, help="First held-out seed (training data uses seeds < 200000)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising (Euler) steps per frame (default 4)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default eval/<model name>/)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Roll a world model out against the simulator on held-out seeds: PSNR/SSIM per step,
+    AE round-trip PSNR, long-rollout collapse checks, the targets; report.json, a plot, GIFs."""
+    import shlex
+
+    from simcore.evaluate import evaluate
+
+    cmd = ["simcore", "eval", "--model", model] + [a for s in scene for a in ("--scene", s)]
+    cmd += ["--rollouts", str(rollouts), "--horizon", str(horizon), "--long-horizon", str(long_horizon),
+            "--seed", str(seed)] + (["--steps", str(steps)] if steps else []) + (["--out", str(out)] if out else [])
+    report = evaluate(model, scenes=scene or None, rollouts=rollouts, horizon=horizon, long_horizon=long_horizon,
+                      seed=seed, denoise_steps=steps, out_dir=out, progress=progress, plugin_manager=_pm(),
+                      command=shlex.join(cmd))
+
+    def fmt(v: Any, nd: int = 1) -> str:
+        if v is None:
+            return "-"
+        return "inf" if v == float("inf") else f"{v:.{nd}f}"
+
+    typer.echo(f"model {report['model']['name']}: {report['rollouts']} rollouts x {report['horizon']} steps, "
+               f"{report['denoise_steps']} denoising steps, seeds {report['seed']}+")
+    typer.echo(f"{'scene':<28} {'AE':>6} {'@1':>6} {'@16':>6} {'@32':>6} {'@64':>6} {'SSIM@16':>8}  long rollout")
+    for sid, r in report["per_scene"].items():
+        p, lg = r["psnr_at"], r["long"]
+        if lg is None:
+            flags = "-"
+        else:
+            bad = [n for n, b in (("NaN", lg["nan_free"] is False), ("blank", lg["collapsed_blank"]),
+                                  ("static", lg["collapsed_static"])) if b]
+            flags = f"{lg['steps']} steps: " + (", ".join(bad) if bad else "ok")
+        typer.echo(f"{sid:<28} {fmt(r['ae_psnr']):>6} {fmt(p.get('1')):>6} {fmt(p.get('16')):>6} "
+                   f"{fmt(p.get('32')):>6} {fmt(p.get('64')):>6} {fmt(r['ssim_at'].get('16'), 3):>8}  {flags}")
+    for t in report["targets"].values():
+        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[t["passed"]]
+        measured = fmt(t["measured"], 2) if isinstance(t["measured"], (int, float)) or t["measured"] is None else ""
+        typer.echo(f"  [{verdict}] {t['description']}" + (f": {measured}" if measured else "")
+                   + (f" ({t['note']})" if t.get("note") else ""))
+    files = report["files"]
+    typer.echo(f"report: {files['report']}; plot: {files['plot'] or '(none)'}; "
+               f"GIFs: {', '.join(files['gifs'].values())}")
 
 
 @app.command()

@@ -42,7 +42,6 @@ class ModelBackend:
 
     def __init__(self, world: "World", model: Any = "default", *, denoise_steps: int | None = None,
                  context: int | None = None, device: str = "cpu"):
-        torch.set_grad_enabled(False)
         self.world = world
         self.model = get_model(model, device)
         cfg = self.model.cfg
@@ -79,6 +78,7 @@ class ModelBackend:
         return {k: np.asarray(merged[k], dtype=np.float32).reshape(-1) for k in need}
 
     # -- frames ------------------------------------------------------------------------
+    @torch.no_grad()
     def _encode(self, frame: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(frame))[None, None].to(next(self.model.parameters()).device)
         return self.model.encode_frames(t)[:, 0]  # (1, C, h, w)
@@ -101,6 +101,7 @@ class ModelBackend:
         """Feed a simulated prompt frame (made by ``action``) to the model's context."""
         self.rollout.append(self._encode(frame), int(action) + 1, self.conditioning(t))
 
+    @torch.no_grad()
     def dream(self, action: Any, t: int) -> np.ndarray:
         """The model's next frame for ``action``: (H, W, 3) uint8."""
         z = self.rollout.generate(int(action) + 1, self.conditioning(t))

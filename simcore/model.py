@@ -56,6 +56,7 @@ class ModelConfig:
     cond_dims: dict[str, int] = field(default_factory=dict)  # plugin conditioning name -> size
     ctx_noise: float = 0.02  # noise level given to context frames at rollout (and trained around)
     prompt_frames: int = 3  # frames the simulator supplies before the model takes over
+    latent_clip: float = 6.0  # generated latents are clamped to ±this (unit-scaled latents), against blow-up
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -253,9 +254,11 @@ class DiT(nn.Module):
         self.cfg = cfg
         d, p = cfg.dit, cfg.dit.patch
         c = cfg.ae.latent_channels
+        unit = cfg.ae.factor * p
+        if any(s % unit for s in cfg.frame_size):
+            raise ValueError(f"frame size {cfg.frame_size[0]}x{cfg.frame_size[1]} does not divide into {p}x{p} "
+                             f"patches of a factor-{cfg.ae.factor} latent (both sides must be multiples of {unit})")
         h, w = (s // cfg.ae.factor for s in cfg.frame_size)
-        if h % p or w % p:
-            raise ValueError(f"latent size {h}x{w} does not divide into {p}x{p} patches")
         self.grid = (h // p, w // p)
         self.patch_dim = c * p * p
         self.embed = nn.Linear(self.patch_dim, d.dim)

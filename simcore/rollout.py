@@ -150,7 +150,7 @@ class Rollout:
             else:
                 v = self._uncached_velocity(x, tau, actions, ex, live)
             x = x + (taus[i + 1] - taus[i]).item() * v  # Euler step towards τ = 0
-        z = x[:, 0]
+        z = x[:, 0].clamp(-self.model.cfg.latent_clip, self.model.cfg.latent_clip)
         self.append(z, actions[:, 0], extra)
         return z
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from simcore.checkpoint import save_model
 from simcore.data import Dataset
-from simcore.model import WorldModel, config_for
+from simcore.model import ModelConfig, WorldModel, config_for
 from simcore.rollout import Rollout
 
 STAGES = ("ae", "dynamics", "finetune")
@@ -61,6 +61,7 @@ class TrainConfig:
     compile: bool = False
     resume: bool = True
     note: str = ""
+    command: str | None = None  # how this run was started, for the model card (the CLI fills it in)
     progress: bool = True
     extra_card: dict[str, Any] = field(default_factory=dict)
 
@@ -174,7 +175,7 @@ class Trainer:
             self.log_file = open(self.out / "train_log.jsonl", "a")
         if cfg.resume and (self.out / "train_state.safetensors").is_file():
             self._load_state()
-        self.state.setdefault("commands", []).append(" ".join(["simcore"] + sys.argv[1:]))
+        self.state.setdefault("commands", []).append(cfg.command or "simcore.train.train(...) from Python")
 
     # -- snapshots --------------------------------------------------------------------
     def _save_state(self, opt) -> None:
@@ -200,7 +201,8 @@ class Trainer:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata()
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-        if json.loads(meta["model_config"]) != self.model.cfg.to_dict():
+        saved = ModelConfig.from_dict(json.loads(meta["model_config"])).to_dict()  # fills newer defaults
+        if saved != self.model.cfg.to_dict():
             raise ValueError(f"{path} was written for another model config; use another --out or --no-resume")
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.state = json.loads(meta["state"])
@@ -256,6 +258,7 @@ class Trainer:
         step, start = self.state["step"], time.time() - self.state["wall"].get("ae", 0.0)
         bar = self._bar(cfg.ae_steps, step, "autoencoder")
         ae.train()
+        loss = None
         while step < cfg.ae_steps and not self._out_of_time(start):
             for g in opt.param_groups:
                 g["lr"] = self._lr(step, cfg.ae_steps, cfg.ae_lr)
@@ -280,7 +283,7 @@ class Trainer:
             ae.latent_scale.fill_(1.0)
             ae.latent_scale.fill_(float(ae.encode(WorldModel.to_unit(frames)).std()))
         self.state["eval"]["ae_psnr_train_sample"] = round(self.ae_psnr(), 2)
-        self._finish_stage("ae", step, start, loss.item() if step else None)
+        self._finish_stage("ae", step, start, loss.item() if loss is not None else None)
 
     @torch.no_grad()
     def ae_psnr(self, n: int = 256) -> float:
@@ -463,9 +466,19 @@ class Trainer:
         unknown = set(order) - set(STAGES)
         if unknown:
             raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {', '.join(STAGES)}")
+        targets = {"ae": self.cfg.ae_steps, "dynamics": self.cfg.dyn_steps, "finetune": self.cfg.ft_steps}
         for stage in order:
             if stage in self.state["done"]:
-                continue
+                done_steps = self.state["steps"].get(stage, 0)
+                if done_steps >= targets[stage]:
+                    self.log(f"stage {stage} already done ({done_steps} steps); skipping")
+                    continue
+                # asked for more steps than the finished stage ran: continue it
+                self.state["done"].remove(stage)
+                self.state.update(stage=stage, step=done_steps)
+                if stage == "ae" and "dynamics" in self.state["done"]:
+                    self.log("warning: retraining the autoencoder after the dynamics stage changes the latents "
+                             "the DiT was trained on; rerun the dynamics stage afterwards")
             if self.state["stage"] != stage:  # a later invocation continuing with the next stage
                 self.state.update(stage=stage, step=0)
             if stage != "ae" and self.latents is None:

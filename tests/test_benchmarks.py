@@ -1,0 +1,61 @@
+"""Benchmark scripts run end to end (smoke runs with tiny random models; timings not checked)."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simcore.checkpoint import save_model
+from simcore.model import WorldModel, config_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_rollout_speed_quick_reports_every_figure(tmp_path):
+    cfg = config_for("tiny", scenes=("simcore/BouncingBalls-v0", "simcore/Pong-v0"), num_actions=3,
+                     cond_dims={"scene_params": 4})
+    model_dir = save_model(WorldModel(cfg), tmp_path / "tiny_model")
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "rollout_speed.py"), "--quick", "--model", str(model_dir),
+         "--out", str(out), "--no-progress"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rep = json.loads(out.read_text())
+
+    assert rep["benchmark"] == "rollout_speed" and "--quick" in rep["command"]
+    for key in ("cpu", "cores", "torch", "torch_threads"):
+        assert key in rep["machine"]
+    assert rep["model"]["parameters"]["total"] > 0 and rep["model"]["config"]["dit"]["dim"] == 32
+    assert rep["nan_check"] == {"ok": True, "nan_fields": []}
+
+    f = rep["flops_per_frame"]
+    assert f["env"]["env_frame_total"] > 0 and f["cache"]["dit_uncached"]["total"] > f["cache"]["dit_cached"]["total"]
+
+    def positive(x):
+        return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+    r = rep["results"]
+    env = r["env"]
+    assert positive(env["frames_per_s"])
+    for part in ("end_to_end", "generate", "decode", "conditioning_hook"):
+        assert positive(env[part]["median_ms"]), part
+    cache = r["cache"]
+    assert cache["context"] == 16
+    assert positive(cache["cached"]["median_ms"]) and positive(cache["uncached"]["median_ms"])
+    assert positive(cache["speedup"])
+    flat = r["flat"]
+    for point in ("short", "long"):
+        assert positive(flat[point]["median_ms"]) and positive(flat[point]["rss_bytes"])
+        assert positive(flat[point]["cache_bytes"])
+    assert flat["long"]["frame"] == 300 and positive(flat["ratio"]) and positive(flat["ratio_interleaved"])
+    assert flat["cache_bytes_equal"] is True  # a property of the ring cache, not a timing
+    assert [row["batch"] for row in r["batch"]["rows"]] == [1, 8, 64]
+    assert all(positive(row["env_frames_per_s"]) for row in r["batch"]["rows"])
+    assert set(rep["targets"]) == {"env_frames_per_s>=15", "kv_cache_speedup>=5x", "flat_cost_within_10%"}
+    assert all(isinstance(t["pass"], bool) for t in rep["targets"].values())
