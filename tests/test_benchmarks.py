@@ -21,9 +21,10 @@ def test_rollout_speed_quick_reports_every_figure(tmp_path):
                      cond_dims={"scene_params": 4})
     model_dir = save_model(WorldModel(cfg), tmp_path / "tiny_model")
     out = tmp_path / "r.json"
+    # one thread: no oversubscription when the suite (or other work) shares the cores
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "rollout_speed.py"), "--quick", "--model", str(model_dir),
-         "--out", str(out), "--no-progress"],
+         "--out", str(out), "--no-progress", "--threads", "1"],
         capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rep = json.loads(out.read_text())
