@@ -253,7 +253,8 @@ def train(
                       seed=seed, device=device, compile=compile, resume=resume, note=note, progress=progress,
                       command=" ".join(["simcore"] + sys.argv[1:]))
     path = run_train(cfg)
-    typer.echo(f"model: {path}/model.safetensors (card: {path}/model_card.json)")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
+        typer.echo(f"model: {path}/model.safetensors (card: {path}/model_card.json)")
 
 
 @app.command()

@@ -241,6 +241,26 @@ class Trainer:
         return tqdm(total=total, initial=initial, desc=desc, disable=not (self.main and self.cfg.progress),
                     dynamic_ncols=True)
 
+    def _optimize(self, stage: str, opt, loss: torch.Tensor, clip_params, step: int, start: float, bar,
+                  log_every: int = 50) -> int:
+        """One optimizer step (gradients clipped to norm 1 when ``clip_params`` is given)
+        and the bookkeeping every stage shares: progress, log rows, snapshots. Returns
+        the new step count."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_params is not None:
+            torch.nn.utils.clip_grad_norm_(clip_params, 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % log_every == 0:
+            self._record(stage=stage, step=step, loss=loss.item(), time=time.time() - start)
+        if step % self.cfg.save_every == 0:
+            self.state.update(step=step, wall={**self.state["wall"], stage: time.time() - start})
+            self._save_state(opt)
+        return step
+
     def _out_of_time(self, start: float) -> bool:
         """Same decision on every rank (rank 0's clock, broadcast)."""
         if self.cfg.max_minutes is None:
@@ -265,17 +285,7 @@ class Trainer:
             frames = self.data.random_frames(cfg.ae_batch, self.rng).to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 loss = ae_loss(net, frames)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % 50 == 0:
-                self._record(stage="ae", step=step, loss=loss.item(), time=time.time() - start)
-            if step % cfg.save_every == 0:
-                self.state.update(step=step, wall={**self.state["wall"], "ae": time.time() - start})
-                self._save_state(opt)
+            step = self._optimize("ae", opt, loss, None, step, start, bar)
         bar.close()
         ae.eval()
         with torch.no_grad():  # measure the latent scale on a fixed sample (same on every rank)
@@ -331,21 +341,10 @@ class Trainer:
             tau = sample_tau(z.shape[0], length, self.gen, ctx_max=max(0.1, 2 * self.model.cfg.ctx_noise))
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 loss = flow_loss(net, z, tau.to(self.device), a, scene, extra, self.gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
-            opt.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % 50 == 0:
-                self._record(stage="dynamics", step=step, loss=loss.item(), time=time.time() - start)
+            step = self._optimize("dynamics", opt, loss, dit.parameters(), step, start, bar)
             if step % cfg.eval_every == 0:
                 self._periodic_eval("dynamics", step)
                 dit.train()
-            if step % cfg.save_every == 0:
-                self.state.update(step=step, wall={**self.state["wall"], "dynamics": time.time() - start})
-                self._save_state(opt)
         bar.close()
         self._finish_stage("dynamics", step, start, loss.item() if loss is not None else None)
 
@@ -379,18 +378,7 @@ class Trainer:
             weight[:, -1] = 1.0  # learn the next frame given the model's own context
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 loss = flow_loss(net, zin, tau.to(self.device), a, scene, extra, self.gen, weight=weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
-            opt.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % 25 == 0:
-                self._record(stage="finetune", step=step, loss=loss.item(), time=time.time() - start)
-            if step % cfg.save_every == 0:
-                self.state.update(step=step, wall={**self.state["wall"], "finetune": time.time() - start})
-                self._save_state(opt)
+            step = self._optimize("finetune", opt, loss, dit.parameters(), step, start, bar, log_every=25)
         bar.close()
         self._finish_stage("finetune", step, start, loss.item() if loss is not None else None)
 

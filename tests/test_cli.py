@@ -43,6 +43,19 @@ def test_play_headless_writes_a_gif(tmp_path):
     assert frames.shape[0] >= 5 and frames.shape[2] == 256  # 64 px x scale 4 wide
 
 
+def test_play_with_no_arguments_plays_the_shipped_model(tmp_path, monkeypatch):
+    """The quick start: `simcore play` dreams Pong with the shipped model, simulator alongside."""
+    from simcore.checkpoint import load_card, resolve
+
+    assert resolve("default").is_file(), "the shipped default model is missing"
+    assert {"simcore/Pong-v0", "simcore/BouncingBalls-v0"} <= set(load_card("default")["scenes"])
+    monkeypatch.chdir(tmp_path)
+    result = run("play", "--frames", "8")  # headless under the dummy driver: writes simcore-play.gif
+    assert result.exit_code == 0, result.output
+    frames = iio.imread(tmp_path / "simcore-play.gif", index=None)
+    assert frames.shape[2] > 2 * 64 * 6  # model and simulator side by side, 6x scale
+
+
 def test_play_with_scripted_agent_and_recording(tmp_path):
     agent = tmp_path / "my_agent.py"
     agent.write_text("def always_up(obs, info):\n    return 1\n")
