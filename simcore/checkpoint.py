@@ -101,3 +101,12 @@ def load_card(name: str | os.PathLike = "default") -> dict[str, Any]:
     """The model card next to a model (empty dict if there is none)."""
     p = resolve(name).parent / "model_card.json"
     return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def update_card(name: str | os.PathLike, **fields: Any) -> Path:
+    """Merge ``fields`` into the model card next to a model (e.g. evaluation figures)."""
+    p = resolve(name).parent / "model_card.json"
+    card = json.loads(p.read_text()) if p.is_file() else {}
+    card.update(fields)
+    p.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    return p

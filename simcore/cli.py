@@ -268,6 +268,7 @@ def eval(  # noqa: A001 - the command is `simcore eval`
     steps: Optional[int] = typer.Option(None, "--steps", help="Denoising (Euler) steps per frame (default 4)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default eval/<model name>/)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    card: bool = typer.Option(False, "--card", help="Also write the headline figures into the model's card."),
 ) -> None:
     """Roll a world model out against the simulator on held-out seeds: PSNR/SSIM per step,
     AE round-trip PSNR, long-rollout collapse checks, the targets; report.json, a plot, GIFs."""
@@ -308,6 +309,20 @@ def eval(  # noqa: A001 - the command is `simcore eval`
     files = report["files"]
     typer.echo(f"report: {files['report']}; plot: {files['plot'] or '(none)'}; "
                f"GIFs: {', '.join(files['gifs'].values())}")
+    if card:
+        from simcore.checkpoint import update_card
+
+        summary = {sid: {"ae_psnr": r["ae_psnr"], "psnr_at": r["psnr_at"], "ssim_at": r["ssim_at"],
+                         "long": None if r["long"] is None else {k: r["long"][k] for k in (
+                             "steps", "psnr_at", "nan_free", "collapsed_blank", "collapsed_static")}}
+                   for sid, r in report["per_scene"].items()}
+        targets = {k: {"measured": t["measured"], "threshold": t.get("threshold"), "passed": t["passed"]}
+                   for k, t in report["targets"].items()}
+        path = update_card(model, evaluation={"command": report["command"], "created": report["created"],
+                                              "rollouts": report["rollouts"], "horizon": report["horizon"],
+                                              "seed": report["seed"], "per_scene": summary, "targets": targets,
+                                              "report": files["report"]})
+        typer.echo(f"model card updated: {path}")
 
 
 @app.command()
