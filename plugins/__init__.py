@@ -11,4 +11,5 @@ BUILTIN: tuple[tuple[str, str], ...] = (
     ("display", "simcore.plugins.display"),
     ("recorder", "simcore.plugins.recorder"),
     ("conditioning", "simcore.plugins.conditioning"),
+    ("probes", "simcore.plugins.probes"),
 )
