@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -19,19 +18,7 @@ from pathlib import Path
 
 import simcore
 from simcore.collect import collect
-
-
-def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "simcore": simcore.__version__}
+from simcore.machine import describe as describe_machine
 
 
 def main() -> None:
@@ -64,7 +51,7 @@ def main() -> None:
                    f"--steps {args.steps}",
         "frame_size": [64, 64],
         "workers": args.workers,
-        "machine": machine(),
+        "machine": describe_machine(),
         "target_frames_per_s_ball_scenes": 3000,
         "results": results,
         "note": "wall time includes starting the worker processes and writing the shards to a temp dir",

@@ -24,7 +24,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -39,6 +38,7 @@ import torch
 import simcore
 from simcore.checkpoint import load_card, load_model, resolve
 from simcore.model import SIZES, ModelConfig, WorldModel
+from simcore.machine import describe as describe_machine
 from simcore.rollout import Rollout
 
 SCENE = "simcore/Pong-v0"
@@ -53,21 +53,7 @@ TARGET_FLAT_TOLERANCE = 0.10
 
 
 def machine(device: str) -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    m = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-         "platform": platform.platform(), "simcore": simcore.__version__, "torch": torch.__version__,
-         "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
-         "device": device}
-    if device.startswith("cuda") and torch.cuda.is_available():
-        m["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return m
+    return {**describe_machine(device), "torch_interop_threads": torch.get_num_interop_threads()}
 
 
 def loadavg() -> list[float] | None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from simcore.errors import SimcoreError
+from simcore.machine import describe as describe_machine
 
 #: the issue's targets for the shipped model (64x64, held-out seeds)
 AE_TARGET_DB = 35.0
@@ -170,22 +170,6 @@ def _jsonable(obj: Any) -> Any:
 
 def _round(values, nd: int = 3) -> list[float]:
     return [float(round(v, nd)) if math.isfinite(v) else float(v) for v in np.asarray(values, dtype=np.float64)]
-
-
-def _machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "torch": torch.__version__, "cpu_count": os.cpu_count(),
-                            "torch_threads": torch.get_num_threads()}
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info["cpu"] = cpu
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def _load(model: Any) -> tuple[Any, dict[str, Any]]:
@@ -565,7 +549,7 @@ def evaluate(
         "per_scene": per_scene,
         **_targets(per_scene, horizon, long_horizon, frame_size),
         "files": files,
-        "machine": _machine(),
+        "machine": describe_machine(str(next(m.parameters()).device)),
         "simcore_version": simcore.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": command,

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from simcore.checkpoint import save_model
+from simcore.machine import describe as describe_machine
 from simcore.data import Dataset
 from simcore.model import ModelConfig, WorldModel, config_for
 from simcore.rollout import Rollout
@@ -92,21 +91,6 @@ def _wrap(module: torch.nn.Module, world: int, dev: torch.device):
 
         return DDP(module, device_ids=[dev.index] if dev.type == "cuda" else None)
     return module
-
-
-def hardware() -> dict[str, Any]:
-    info = {"torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "threads": torch.get_num_threads()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    else:
-        cpu = platform.processor()
-        try:
-            cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
-        info["cpu"] = cpu
-    return info
 
 
 # ---------------------------------------------------------------------------
@@ -442,7 +426,7 @@ class Trainer:
             "training": {"commands": self.state.get("commands", []), "config": asdict(self.cfg), "stages_done": self.state["done"],
                          "steps": self.state["steps"], "final_loss": self.state["losses"],
                          "wall_time_s": {k: round(v, 1) for k, v in self.state["wall"].items()},
-                         "processes": self.world, "hardware": hardware()},
+                         "processes": self.world, "hardware": describe_machine(str(self.device))},
             "evaluation_during_training": self.state["eval"],
             "note": self.cfg.note,
             **self.cfg.extra_card,

@@ -120,7 +120,7 @@ def test_report_structure(result):
     assert report["denoise_steps"] == 4
     assert report["model"]["name"] == "tiny-eval" and report["model"]["card_name"] == "tiny-eval"
     assert "per RGB channel" in report["metrics"]["ssim"]
-    assert report["machine"]["cpu_count"] and report["wall_time_s"] > 0 and report["command"]
+    assert report["machine"]["cores"] and report["machine"]["cpu"] and report["wall_time_s"] > 0 and report["command"]
     for sid in SCENES:
         r = report["per_scene"][sid]
         assert len(r["psnr"]) == 4 and len(r["ssim"]) == 4
