@@ -337,8 +337,9 @@ def _labels(session, frames: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def hud(session) -> dict[str, Any]:
-    """The HUD entries for ``session``."""
-    return {
+    """The HUD entries for ``session``, then the running probe readouts of the last step
+    (``info["probes"]``, from any ``simcore_probe`` plugin)."""
+    entries = {
         "scene": session.world.scene_id,
         "backend": session.world.backend,
         "step": session.world.t,
@@ -349,6 +350,11 @@ def hud(session) -> dict[str, Any]:
         "PAUSED": bool(session.paused),
         "REC": bool(session.recording),
     }
+    probes = (session.info or {}).get("probes") or {}
+    for name, value in probes.items():
+        label = name.removeprefix("probe_")
+        entries[label] = f"{value:.2f}" if isinstance(value, float) else value
+    return entries
 
 
 COMMANDS = {

@@ -242,3 +242,22 @@ def test_world_render_human_uses_the_window(pm):
     finally:
         world.close()
     assert not pygame.display.get_init()
+
+
+def test_hud_shows_probe_readouts(pm):
+    """Probe plugins' metrics of the last step appear in the HUD."""
+    import simcore
+    from simcore.loop import Session
+    from simcore.plugins.display import hud
+
+    class Probe:
+        @simcore.hookimpl
+        def simcore_probe(self, world, transition):
+            return {"probe_speed": 1.25, "count": 3}
+
+    pm.register(Probe(), name="testprobe")
+    world = simcore.make("simcore/BouncingBalls-v0", plugin_manager=pm)
+    session = Session(world, seed=0, realtime=False, max_steps=2)
+    session.run()
+    entries = hud(session)
+    assert entries["speed"] == "1.25" and entries["count"] == 3
