@@ -15,6 +15,8 @@ with what the scene's simulator says they should do. Two uses:
   ====  ==========  ===============================================================
   P1    inertia     velocity from line fits over free-flight segments vs truth
   P2    gravity     parabola fits y(t) per free-flight segment: fitted g vs the scene's
+  P3    collision   ball–ball hits: momentum, kinetic energy and the elastic solution from
+                    line-fitted velocities either side of the hit (masses ∝ tracked r²)
   P4    bounce      restitution from fitted velocities either side of a wall hit
   P5    permanence  objects vanishing (not occluded), appearing, teleporting, resizing
   P8    drift       per-step position error in radii; H* = first step median > 1 radius
@@ -60,11 +62,18 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     "p1.vel_rel_err": (2.0, 0.05),  # velocity error / speed: 5 % beyond twice the floor
     "p2.g_rel_err": (2.0, 0.05),  # |fitted g / g - 1|
     "p4.restitution_err": (2.0, 0.10),  # mean |fitted e - e|
+    "p3.momentum_err": (2.0, 0.05),  # mean |ΔP| / |P| over ball–ball collisions
+    "p3.energy_err": (2.0, 0.10),  # mean |ΔKE| / KE (quadratic in speed: twice the slack)
+    "p3.elastic_err": (2.0, 0.10),  # mean |v_after - v_elastic| / speed
 }
 TELEPORT_RADII = 3.0  # P5: a jump longer than this many radii plus the predicted motion
 RESIZE_FRACTION = 0.25  # P5: a radius change beyond this fraction
-MIN_POINTS = {"p1": 3, "p2": 5, "p4": 3}  # clear detections a segment needs for each fit
+MIN_POINTS = {"p1": 3, "p2": 5, "p3": 3, "p4": 3}  # clear detections a segment needs for each fit
 MIN_BOUNCE_SPEED = 10.0  # px/s: P4 skips slower impacts (half a pixel per step at 20 fps)
+COLLISION_WINDOW = 6  # P3: frames of free flight fitted on each side of a ball–ball hit
+#: P3: relative errors are divided by at least this fraction of the scalar sums (Σ m|v|, mean
+#: speed), so a near-zero total momentum (equal balls head-on) does not blow them up
+P3_MIN_SCALE = 0.25
 EVENT_KINDS = ("vanish", "appear", "teleport", "resize")
 
 
@@ -390,6 +399,110 @@ def bounce(track: perception.Track, truth: Truth, params: SceneParams, segs=None
             "restitution_err": float(np.abs(es - e_true).mean())}
 
 
+def _collisions(truth: Truth, params: SceneParams, segs) -> list[tuple[int, int, int, dict]]:
+    """Ball–ball hits ``(i, j, t, {k: (pre segment, post segment)})``: the ``ball_hits``
+    counters of exactly two balls went up by one during step t-1 -> t, and each has a
+    free segment ending at t-1 and another starting at t."""
+    if truth.ball_hits is None or len(truth) < 2:
+        return []
+    by_end = {(k, b): (a, b) for k, a, b in segs}
+    by_start = {(k, a): (a, b) for k, a, b in segs}
+    out = []
+    for t in range(1, len(truth)):
+        inc = truth.ball_hits[t] - truth.ball_hits[t - 1]
+        hit = np.flatnonzero((inc > 0) & truth.balls)
+        if len(hit) != 2 or (inc[hit] != 1).any() or (inc[~truth.balls] != 0).any() or (inc > 0).sum() != 2:
+            continue  # ambiguous: several pairs, or a multiple hit, in one step
+        sides = {}
+        for k in hit.tolist():
+            pre, post = by_end.get((k, t - 1)), by_start.get((k, t))
+            if pre is None or post is None:
+                break
+            sides[k] = (pre, post)
+        else:
+            out.append((int(hit[0]), int(hit[1]), t, sides))
+    return out
+
+
+def collision(track: perception.Track, truth: Truth, params: SceneParams, segs=None) -> dict[str, Any]:
+    """P3: each ball's velocity from a line fit (gravity removed) over up to
+    ``COLLISION_WINDOW`` clear frames of free flight just before (frames ≤ t-1) and just
+    after (frames ≥ t+1: the collision frame t, where the balls touch, is left out) a
+    ball–ball hit at step t, both evaluated at the hit time t·dt; masses ∝ r² of the
+    tracked radii (median of the clear readings used). Per event:
+
+    * ``momentum_err`` = |Σ m v_after − Σ m v_before| / |Σ m v_before|
+    * ``energy_err`` = |KE_after − KE_before| / KE_before
+    * ``elastic_err`` = |v_after − v_elastic| / |v_elastic| averaged over both balls, with
+      v_elastic the elastic impulse along the line of centres (the pre-hit fits
+      extrapolated back to where they touch within the hit step, as the simulator's
+      substeps resolve a hit mid-step) applied to the measured pre-hit velocities.
+
+    Denominators are kept above ``P3_MIN_SCALE`` times Σ m|v_before| (momentum) and the
+    pair's mean speed (elastic), so equal balls meeting head-on (P ≈ 0) or a ball left at
+    rest stay measurable. Events with fewer than ``MIN_POINTS["p3"]`` clear frames on a
+    side are skipped. The aggregates are means over events.
+    """
+    segs = segments(truth, params) if segs is None else segs
+    dt, g = params.dt, np.array([0.0, params.gravity])
+    n_min, window = MIN_POINTS["p3"], COLLISION_WINDOW
+    events = []
+    for i, j, t, sides in _collisions(truth, params, segs):
+        tc = t * dt
+        fit = {}
+        for k in (i, j):
+            (a0, b0), (a1, b1) = sides[k]
+            pre = _clear_points(track, k, max(a0, b0 - window + 1), b0)
+            post = _clear_points(track, k, a1 + 1, min(b1, a1 + window))
+            if len(pre) < n_min or len(post) < n_min:
+                break
+            vals = []
+            for idx in (pre, post):
+                coef = [_fit(idx * dt, track.pos[idx, k, ax], 1, g[ax]) for ax in (0, 1)]
+                tm = coef[0][0]
+                v = np.array([c[2] for c in coef]) + g * (tc - tm)
+                p = np.array([c[1] for c in coef]) + np.array([c[2] for c in coef]) * (tc - tm) \
+                    + 0.5 * g * (tc - tm) ** 2
+                vals.append((v, p))
+            r = float(np.nanmedian(track.radius[np.concatenate([pre, post]), k]))
+            fit[k] = (vals[0], vals[1], r * r)
+        else:
+            (vi, pi), (ui, _), mi = fit[i]
+            (vj, pj), (uj, _), mj = fit[j]
+            # line of centres at contact: |d + dv·s| = r_i + r_j for s in the hit step (s ≤ 0;
+            # gravity cancels in the relative motion); t·dt when the fits never touch there
+            d, dv, reach = pi - pj, vi - vj, math.sqrt(mi) + math.sqrt(mj)
+            roots = np.roots([dv @ dv, 2 * d @ dv, d @ d - reach * reach]) if dv @ dv > 1e-12 else []
+            roots = [float(x.real) for x in np.atleast_1d(roots) if abs(x.imag) < 1e-9 and -dt - 1e-9 <= x.real <= 1e-9]
+            if roots:
+                s_c = min(roots)
+                pi, pj = pi + vi * s_c, pj + vj * s_c
+            p_before, p_after = mi * vi + mj * vj, mi * ui + mj * uj
+            ke_before = 0.5 * (mi * vi @ vi + mj * vj @ vj)
+            ke_after = 0.5 * (mi * ui @ ui + mj * uj @ uj)
+            p_scale = max(float(np.hypot(*p_before)), P3_MIN_SCALE * (mi * np.hypot(*vi) + mj * np.hypot(*vj)), 1e-9)
+            delta = pi - pj
+            normal = delta / max(float(np.hypot(*delta)), 1e-9)
+            approach = float((vi - vj) @ normal)
+            ei, ej = vi.copy(), vj.copy()
+            if approach < 0:  # the fits say they approach: elastic impulse as simcore.physics.collide
+                ei = vi - (2 * mj / (mi + mj)) * approach * normal
+                ej = vj + (2 * mi / (mi + mj)) * approach * normal
+            v_scale = P3_MIN_SCALE * 0.5 * (np.hypot(*vi) + np.hypot(*vj))
+            elastic = [float(np.hypot(*(u - e)) / max(float(np.hypot(*e)), v_scale, 1e-9))
+                       for u, e in ((ui, ei), (uj, ej))]
+            events.append({"t": t, "objects": [i, j],
+                           "momentum_err": float(np.hypot(*(p_after - p_before)) / p_scale),
+                           "energy_err": float(abs(ke_after - ke_before) / max(ke_before, 1e-9)),
+                           "elastic_err": float(np.mean(elastic)),
+                           "mass_ratio": float(mi / mj)})
+    if not events:
+        return {"collisions": 0, "momentum_err": None, "energy_err": None, "elastic_err": None, "details": []}
+    return {"collisions": len(events),
+            **{m: float(np.mean([e[m] for e in events])) for m in ("momentum_err", "energy_err", "elastic_err")},
+            "details": events[:50]}
+
+
 def permanence_events(track: perception.Track, ref_radius: np.ndarray | None = None) -> list[dict]:
     """P5 events in a track: ``vanish`` (undetected where it should be visible, i.e. not
     behind an occluder), ``appear`` (detected again after vanishing, or a second blob of
@@ -466,17 +579,21 @@ def drift(track: perception.Track, truth: Truth) -> dict[str, Any]:
 
 
 def run_probes(frames: np.ndarray, truth: Truth, params: SceneParams, floor_track=None) -> tuple[dict, Any]:
-    """P1, P2, P4, P5, P8 of ``frames`` against ``truth``; returns (results, track)."""
+    """P1, P2, P3 (scenes with two balls or more), P4, P5, P8 of ``frames`` against
+    ``truth``; returns (results, track)."""
     track = perceive(frames, truth, params)
     segs = segments(truth, params)
     ref = truth.equivalent_radius[0]
-    return {
+    out = {
         "p1": inertia(track, truth, params, segs),
         "p2": gravity(track, truth, params, segs),
         "p4": bounce(track, truth, params, segs),
         "p5": permanence(track, floor_track, ref),
         "p8": drift(track, truth),
-    }, track
+    }
+    if int(truth.balls.sum()) >= 2:
+        out["p3"] = collision(track, truth, params, segs)
+    return out, track
 
 
 def violations(result: dict, floor: dict, tolerances: dict[str, tuple[float, float]] | None = None) -> list[str]:
@@ -485,6 +602,8 @@ def violations(result: dict, floor: dict, tolerances: dict[str, tuple[float, flo
     out = []
     for key, (factor, slack) in tolerances.items():
         probe, metric = key.split(".")
+        if probe not in result or probe not in floor:  # e.g. P3 on a scene with one ball
+            continue
         value, base = result[probe].get(metric), floor[probe].get(metric)
         if value is None:
             continue

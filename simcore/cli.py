@@ -331,7 +331,7 @@ def probe(
     out: Optional[Path] = typer.Option(None, "--out", help="Write the full report (per-step curves too) as JSON."),
     episode: list[int] = typer.Option([], "--episode", help="Only these episodes (0-based, repeatable)."),
 ) -> None:
-    """Physics probes (P1 inertia, P2 gravity, P4 bounce, P5 permanence, P8 drift) of a
+    """Physics probes (P1 inertia, P2 gravity, P3 collision, P4 bounce, P5 permanence, P8 drift) of a
     recording's frames against the ground truth in its steps, each next to its floor
     (the same probe on frames re-rendered from the truth). Exit status 1 when a
     violation is flagged."""
@@ -343,14 +343,15 @@ def probe(
         return "-" if v is None else f"{v:.{nd}g}"
 
     typer.echo(f"{'ep':>3} {'scene':<26} {'P1 v-err (floor)':>18} {'P2 g fit/true':>15} "
-               f"{'P4 e-err (floor)':>18} {'P5 events':>9} {'P8 H*':>7}  verdict")
+               f"{'P4 e-err (floor)':>18} {'P3 P-err (floor)':>18} {'P5 events':>9} {'P8 H*':>7}  verdict")
     for e in report["episodes"]:
         f = e["floor"]
         p5 = sum(e["p5"]["events"].values())
         g = f"{fmt(e['p2']['g_fit'])}/{fmt(e['p2']['g_true'])}" if e["p2"]["segments"] else "-"
         typer.echo(f"{e['episode']:>3} {e['scene']:<26} "
                    f"{fmt(e['p1']['vel_rel_err']):>8} ({fmt(f['p1']['vel_rel_err']):>7}) {g:>15} "
-                   f"{fmt(e['p4']['restitution_err']):>8} ({fmt(f['p4']['restitution_err']):>7}) {p5:>9} "
+                   f"{fmt(e['p4']['restitution_err']):>8} ({fmt(f['p4']['restitution_err']):>7}) "
+                   f"{fmt(e.get('p3', {}).get('momentum_err')):>8} ({fmt(f.get('p3', {}).get('momentum_err')):>7}) {p5:>9} "
                    f"{e['p8']['h_star']:>3}/{e['p8']['horizon']:<3}  "
                    + ("; ".join(e["violations"]) if e["violations"] else "ok"))
     if out:

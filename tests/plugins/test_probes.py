@@ -294,3 +294,80 @@ def test_live_probe_costs_under_a_millisecond_per_step(pm, live):
     per_step = sum(times) / len(times)
     print(f"live probe: {per_step * 1e3:.3f} ms/step at 64x64, 4 balls")
     assert per_step < 2e-3  # measured ~0.3 ms; slack for slow CI machines
+
+
+# ---------------------------------------------------------------------------
+# P3 collision
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def collision_recording(tmp_path_factory):
+    root = tmp_path_factory.mktemp("probe-collision")
+    return collect("simcore/Collision-v0", episodes=6, steps=40, out_dir=root, progress=False)["files"][0]
+
+
+def test_p3_conserves_momentum_and_energy_on_collision_ground_truth(collision_recording, recordings, tmp_path):
+    from pathlib import Path
+
+    result, report = probe_cli(Path(collision_recording), tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "P3" in result.output
+    hits = [ep for ep in report["episodes"] if ep["p3"]["collisions"]]
+    assert len(hits) >= 3, "the scene aims the balls at each other: most episodes collide"
+    for ep in hits:
+        p3 = ep["p3"]
+        assert p3["momentum_err"] < 0.05 and p3["energy_err"] < 0.05, p3
+        assert p3["elastic_err"] < 0.2 and ep["floor"]["p3"]["collisions"] == p3["collisions"]
+        assert ep["violations"] == []
+    # a one-ball scene has no P3 at all
+    one = read_episodes(recordings["uniform"])[0]
+    params, truth = probes.episode_truth(one)
+    if truth.balls.sum() < 2:
+        assert "p3" not in probes.probe_episode(one.frames, truth, params)
+
+
+def test_p3_on_ground_truth_positions_is_exact(collision_recording):
+    from simcore import perception as P
+
+    for ep in read_episodes(collision_recording):
+        params, truth = probes.episode_truth(ep)
+        t, k = truth.radius.shape
+        perfect = P.Track(truth.pos.copy(), truth.radius.copy(), np.pi * truth.radius ** 2, np.ones((t, k), bool),
+                          np.zeros((t, k), np.int8), np.zeros((t, k), bool))
+        p3 = probes.collision(perfect, truth, params)
+        if p3["collisions"]:
+            assert p3["momentum_err"] < 1e-9 and p3["energy_err"] < 1e-9
+            # the contact normal is read where the fits touch; the simulator's substeps see the
+            # overlap a little later, so the elastic comparison is close but not exact
+            assert p3["elastic_err"] < 0.1
+
+
+def test_a_ball_ignoring_a_collision_is_flagged(collision_recording, tmp_path):
+    """After the hit, ball 1 keeps its pre-collision velocity (as if the other ball were not there)."""
+    for bad_ep, ep in enumerate(read_episodes(collision_recording)):
+        params, truth = probes.episode_truth(ep)
+        res = probes.probe_episode(ep.frames, truth, params)
+        if res["p3"]["collisions"]:
+            t_hit = res["p3"]["details"][0]["t"]
+            break
+    else:
+        pytest.fail("no collision with long enough free flight either side")
+    p0, v0 = truth.pos[t_hit - 1, 1], truth.vel[t_hit - 1, 1]
+
+    def ghost(e, t, step):
+        if e != bad_ep or t < t_hit:
+            return None
+        return draw(step["state"], moved={1: p0 + v0 * params.dt * (t - t_hit + 1)})
+
+    bad = rewrite(collision_recording, tmp_path / "ghost.msgpack", ghost)
+    result, report = probe_cli(bad, tmp_path)
+    assert result.exit_code == 1, result.output
+    ep = report["episodes"][bad_ep]
+    p3, floor = ep["p3"], ep["floor"]["p3"]
+    print(f"planted: momentum {p3['momentum_err']:.3g} (floor {floor['momentum_err']:.3g}), "
+          f"energy {p3['energy_err']:.3g} (floor {floor['energy_err']:.3g}), "
+          f"elastic {p3['elastic_err']:.3g} (floor {floor['elastic_err']:.3g})")
+    assert p3["collisions"] >= 1
+    assert p3["momentum_err"] > 2 * floor["momentum_err"] + 0.05 and p3["momentum_err"] > 0.2
+    assert any(v.startswith("P3") for v in ep["violations"]), ep["violations"]
