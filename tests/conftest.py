@@ -25,3 +25,15 @@ def _fresh_default_plugin_manager():
 @pytest.fixture
 def pm():
     return simcore.create_plugin_manager(autoload=False)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run faster on one intra-op thread (no thread-pool overhead), and the
+    DDP test's worker processes share the two cores; restore the count afterwards."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)

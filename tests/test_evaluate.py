@@ -17,17 +17,10 @@ from simcore.errors import BackendError, SimcoreError
 from simcore.evaluate import GIF_GAP, GIF_SCALE, evaluate, frame_psnr, gaussian_window, psnr, ssim
 from simcore.model import WorldModel, config_for
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SCENES = ("simcore/Pong-v0", "simcore/BouncingBalls-v0")
 C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny model is far faster on one thread, above all on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

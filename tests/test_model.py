@@ -17,23 +17,9 @@ from simcore.checkpoint import CheckpointError, load_card, load_model, save_mode
 from simcore.model import WorldModel, config_for
 from simcore.rollout import Rollout
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 COND = {"scene_params": 4}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The suite shares 2 loaded cores with a training job: 2 intra-op threads thrash."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
-@pytest.fixture(autouse=True)
-def _keep_grad_mode():
-    prev = torch.is_grad_enabled()
-    yield
-    torch.set_grad_enabled(prev)
 
 
 def randomized(cfg, seed: int = 0, std: float = 0.05) -> WorldModel:

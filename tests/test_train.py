@@ -24,26 +24,10 @@ from simcore.errors import BackendError
 from simcore.model import WorldModel, config_for
 from simcore.train import Trainer, TrainConfig, ae_loss, flow_loss, sample_tau, train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SCENE = "simcore/BouncingBalls-v0"
 EPISODES, STEPS = 4, 20
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The suite shares 2 loaded cores with a training job: 2 intra-op threads thrash."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
-@pytest.fixture(autouse=True)
-def _keep_grad_mode():
-    # making a model-backend world currently switches autograd off process-wide (see
-    # test_model_backend_leaves_autograd_alone); don't let that leak into other tests
-    prev = torch.is_grad_enabled()
-    yield
-    torch.set_grad_enabled(prev)
 
 
 @pytest.fixture(scope="module")
