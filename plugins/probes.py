@@ -52,6 +52,7 @@ import numpy as np
 
 from simcore import perception
 from simcore.hookspecs import hookimpl
+from simcore.jsonable import jsonable
 from simcore.scene import BACKGROUND, REFERENCE_SIZE
 
 #: Violation rule per probe metric: (factor, slack) -> flagged when
@@ -701,23 +702,6 @@ def probe_recording(path, *, episodes: Sequence[int] | None = None, roundtrip=No
                                    "steps": len(ep.steps), **res})
     report["violations"] = sum(len(e["violations"]) for e in report["episodes"])
     return jsonable(report)
-
-
-def jsonable(obj: Any) -> Any:
-    """Plain JSON types: numpy to Python, NaN and infinities to None."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 # ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from simcore.errors import SimcoreError
+from simcore.jsonable import jsonable
 from simcore.model import ModelConfig, WorldModel
 
 FORMAT = "simcore.worldmodel"
@@ -107,6 +108,6 @@ def update_card(name: str | os.PathLike, **fields: Any) -> Path:
     """Merge ``fields`` into the model card next to a model (e.g. evaluation figures)."""
     p = resolve(name).parent / "model_card.json"
     card = json.loads(p.read_text()) if p.is_file() else {}
-    card.update(fields)
-    p.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    card.update(jsonable(fields, nonfinite="string"))
+    p.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
     return p

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from simcore.errors import SimcoreError
+from simcore.jsonable import jsonable
 from simcore.machine import describe as describe_machine
 
 #: the issue's targets for the shipped model (64x64, held-out seeds)
@@ -142,30 +143,6 @@ def _ssim_batch(x: np.ndarray, y: np.ndarray, data_range: float, chunk: int = 25
 def _at(curve: list[float], step: int) -> float | None:
     """The value at 1-based horizon ``step`` of a curve, None when not reached."""
     return float(curve[step - 1]) if 1 <= step <= len(curve) else None
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON: numpy scalars/arrays to Python, non-finite floats to "inf"/"-inf"/"nan"."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return v
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def _round(values, nd: int = 3) -> list[float]:
@@ -560,6 +537,6 @@ def evaluate(
     except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
         report["warnings"] = [f"no plot: matplotlib is not importable ({exc}); pip install matplotlib"]
     report["wall_time_s"] = round(time.perf_counter() - start, 2)
-    (out / "report.json").write_text(json.dumps(_jsonable(report), indent=2, allow_nan=False) + "\n")
+    (out / "report.json").write_text(json.dumps(jsonable(report, nonfinite="string"), indent=2, allow_nan=False) + "\n")
     return report
 
