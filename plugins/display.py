@@ -9,6 +9,11 @@ PAUSED / REC flags). Keys, read once per rendered frame:
     Esc, Q        quit                Space, P   pause / resume
     N, .          step once (pauses)  R          reset (new episode)
     C             toggle recording    the scene's keymap (arrows, W/S...) -> action
+    F5            quick-save          F9         quick-load (the last quick-save)
+    Backspace, B  rewind N steps      F6         fork a branch (shown side by side)
+    Tab           switch the controls between world and branch
+    F7            close the branch
+    G / A / K     world events: flip gravity, add a ball, recolour ball 1 (simcore.events)
 
 ``config["display"]`` (a dict; ``True`` or ``{}`` for the defaults):
 
@@ -19,6 +24,8 @@ PAUSED / REC flags). Keys, read once per rendered frame:
                     one video frame per rendered tick; summary["video"] = the path
     scale     int   pixels per frame pixel (default 8)
     title     str   window title (default "simcore — <scene id>")
+    save_dir  path  where F5/F9 write/read ``quicksave.simsave`` (default: the current dir)
+    rewind    int   steps that Backspace/B rewinds (default 30)
 
 pygame is imported only when a window opens, so the plugin costs nothing elsewhere;
 plain ``World.step`` calls outside a session never reach it.
@@ -43,7 +50,19 @@ COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "step": ("n", "."),
     "reset": ("r",),
     "record": ("c",),
+    "save": ("f5",),
+    "load": ("f9",),
+    "rewind": ("backspace", "b"),
+    "branch": ("f6",),
+    "switch": ("tab",),
+    "close_branch": ("f7",),
+    "gravity_flip": ("g",),  # world events (simcore.events.key_event)
+    "add_ball": ("a",),
+    "recolor": ("k",),
 }
+
+QUICKSAVE = "quicksave.simsave"  # the quick-save slot's file name in save_dir
+DEFAULT_REWIND = 30  # steps one rewind key press goes back
 
 BACKGROUND = (40, 40, 50)
 TEXT = (225, 225, 230)
@@ -273,10 +292,18 @@ class Window:
 class DisplayState:
     """What the plugin keeps per session (``session.plugin_state["display"]``)."""
 
-    def __init__(self, window: Window, writer=None, out: str | None = None):
+    def __init__(self, window: Window, writer=None, out: str | None = None, save_dir: str | None = None,
+                 rewind: int = DEFAULT_REWIND):
         self.window = window
         self.writer = writer
         self.out = out
+        self.save_dir = save_dir or "."
+        self.rewind = rewind
+
+    @property
+    def quicksave(self) -> str:
+        """The quick-save file F5 writes and F9 reads."""
+        return os.path.join(self.save_dir, QUICKSAVE)
 
 
 def _state(session) -> DisplayState | None:
@@ -304,13 +331,16 @@ def simcore_session_start(session) -> None:
     if cfg is None:
         return
     world = session.world
+    rewind = cfg.get("rewind", DEFAULT_REWIND)
+    if isinstance(rewind, bool) or not isinstance(rewind, int) or rewind < 1:
+        raise SimcoreError(f'config["display"]["rewind"] must be a positive number of steps, got {rewind!r}')
     window = Window(
         title=cfg.get("title") or f"simcore — {world.scene_id}",
         scale=cfg.get("scale", 8),
         fps=session.target_fps,
         headless=cfg.get("headless"),
     )
-    state = DisplayState(window)
+    state = DisplayState(window, save_dir=cfg.get("save_dir"), rewind=rewind)
     session.plugin_state[NAME] = state
     out = cfg.get("out")
     if out:
@@ -326,7 +356,8 @@ def simcore_session_start(session) -> None:
 
 
 def _labels(session, frames: Mapping[str, Any]) -> dict[str, Any]:
-    worlds = {"world": session.world, "compare": getattr(session, "compare", None)}
+    worlds = {"world": session.world, "compare": getattr(session, "compare", None),
+              "branch": getattr(session, "branch_world", None)}
     shown = {}
     for key, frame in frames.items():
         if frame is None:
@@ -350,6 +381,10 @@ def hud(session) -> dict[str, Any]:
         "PAUSED": bool(session.paused),
         "REC": bool(session.recording),
     }
+    if getattr(session, "branch_world", None) is not None:
+        entries["controls"] = session.control + (" (branch ended)" if session.branch_done else "")
+    if getattr(session, "last_event", None):
+        entries["event"] = session.last_event
     probes = (session.info or {}).get("probes") or {}
     for name, value in probes.items():
         label = name.removeprefix("probe_")
@@ -363,7 +398,36 @@ COMMANDS = {
     "step": "step_once",
     "reset": "request_reset",
     "record": "toggle_recording",
+    "branch": "branch",
+    "switch": "switch_control",
+    "close_branch": "close_branch",
 }
+
+
+def run_command(session, state: DisplayState, command: str) -> None:
+    """Carry out one key command on ``session``. Save/load/rewind/branch failures (a
+    corrupt quick-save, nothing to rewind...) are shown in the HUD, not raised: a key
+    press must not end a live session."""
+    try:
+        if command == "save":
+            session.save(state.quicksave)
+        elif command == "load":
+            if not os.path.isfile(state.quicksave):
+                session.last_event = f"no quick-save yet ({state.quicksave}); F5 writes one"
+            else:
+                session.load(state.quicksave)
+        elif command == "rewind":
+            session.rewind(state.rewind)
+        elif command in ("gravity_flip", "add_ball", "recolor"):
+            from simcore.events import key_event, session_event
+
+            session_event(session, key_event(session.world, command))
+        else:
+            getattr(session, COMMANDS[command])()
+    except SimcoreError as exc:
+        if command in ("quit", "pause", "step", "reset", "record"):
+            raise
+        session.last_event = f"{command} failed: {exc}"
 
 
 @hookimpl
@@ -376,7 +440,7 @@ def simcore_render(session, frames) -> None:
     if state.writer is not None:
         state.writer.append(window.capture())
     for command in window.events():
-        getattr(session, COMMANDS[command])()
+        run_command(session, state, command)
 
 
 @hookimpl

@@ -282,3 +282,190 @@ def test_bad_arguments(pm, kwargs, match):
 
 def _no_sleep(seconds):
     raise AssertionError(f"slept {seconds} s in a realtime=False session")
+
+
+# ---------------------------------------------------------------------------
+# rewind and branch
+# ---------------------------------------------------------------------------
+
+SCRIPT = [1, 2, 0, 1, 1, 2, 2, 0, 1, 2, 0, 0, 1, 2, 2, 1, 0, 1, 2, 1, 2, 2, 0, 1]
+
+
+class FrameLog:
+    """Keeps every rendered main/branch frame by the world's step, and runs
+    ``at[n](session)`` at rendered frame n."""
+
+    def __init__(self, at=None):
+        self.at = at or {}
+        self.by_t: dict[int, list[np.ndarray]] = {}
+        self.by_episode: dict[tuple, list[np.ndarray]] = {}  # (episode seed, t) -> frames
+        self.branch: list[tuple[int, np.ndarray]] = []
+        self.results: list = []
+
+    @hookimpl
+    def simcore_render(self, session, frames):
+        self.by_t.setdefault(session.world.t, []).append(frames["world"].copy())
+        self.by_episode.setdefault((session.episode_seed, session.world.t), []).append(frames["world"].copy())
+        if "branch" in frames:
+            self.branch.append((session.branch_world.t, frames["branch"].copy()))
+        if session.frames in self.at:
+            self.results.append(self.at[session.frames](session))
+
+
+def by_step(session_ref, script=SCRIPT):
+    """A scripted agent: the action depends only on the world's step, so replaying a
+    stretch of time replays the same actions."""
+    return lambda obs, info: script[session_ref[0].world.t % len(script)]
+
+
+def tiny_pong_model():
+    import torch
+
+    from simcore.model import WorldModel, config_for
+
+    torch.manual_seed(0)
+    model = WorldModel(config_for("tiny", scenes=("simcore/Pong-v0",), cond_dims={"scene_params": 4},
+                                  num_actions=3)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)  # large enough that every frame depends on the KV cache
+    return model
+
+
+@pytest.mark.parametrize("backend, every", [("sim", 1), ("sim", 4), ("model", 1), ("model", 3)])
+def test_rewind_then_the_same_actions_give_the_same_frames(pm, backend, every):
+    kw = {"model": tiny_pong_model()} if backend == "model" else {}
+    world = simcore.make("simcore/Pong-v0", backend, plugin_manager=pm, **kw)
+    ref: list = [None]
+    log = FrameLog(at={12: lambda s: s.rewind(7), 16: lambda s: s.rewind(2)})
+    pm.register(log)
+    session = Session(world, policy=by_step(ref), seed=2, realtime=False, max_steps=20, rewind_every=every)
+    ref[0] = session
+    session.run()
+    assert log.results == [7, 2]
+    # frame n shows t = n - 1 until frame 12 (t=11) rewinds to 4; frame 16 (t=8) rewinds to 6;
+    # 20 updates in all end at t=11
+    assert [len(log.by_t[t]) for t in range(4, 12)] == [1, 2, 2, 3, 3, 2, 2, 2] and world.t == 11
+    for t, frames in log.by_t.items():
+        for f in frames[1:]:
+            np.testing.assert_array_equal(f, frames[0], err_msg=f"t={t}")
+    if backend == "model":
+        assert world.dreaming and len({log.by_t[t][0].tobytes() for t in range(4, 12)}) > 1
+    assert session.actions == [SCRIPT[t] for t in range(world.t)]
+    assert session.last_event == "rewound 2 steps"
+
+
+def test_rewind_goes_back_across_an_episode_end(pm):
+    world = simcore.make("simcore/Pong-v0", plugin_manager=pm, max_episode_steps=5)
+    ref: list = [None]
+    state = {}
+    log = FrameLog(at={9: lambda s: state.update(before=(s.episodes, s.episode_seed, s.world.t)) or s.rewind(4)})
+    pm.register(log)
+    session = Session(world, policy=by_step(ref), seed=7, realtime=False, max_steps=12)
+    ref[0] = session
+    session.run()
+    assert state["before"] == (1, 8, 3)  # frame 9: episode 2 (seed 8) at t=3
+    # rewound 4 steps: back into episode 1 at t=4 (episodes 0 again); its end and the reset
+    # into episode 2 (seed 8) happen again, and 4 updates later it stands at t=3
+    assert log.results == [4]
+    assert (session.episodes, session.episode_seed, world.t) == (1, 8, 3)
+    assert len(log.by_episode[(8, 3)]) == 2 and len(log.by_episode[(7, 4)]) == 1
+    for key, frames in log.by_episode.items():
+        for f in frames[1:]:
+            np.testing.assert_array_equal(f, frames[0], err_msg=str(key))
+
+
+def test_rewind_reach_is_bounded_by_steps_and_memory(pm):
+    world = simcore.make("simcore/BouncingBalls-v0", plugin_manager=pm, count=(2, 2))
+    session = Session(world, seed=0, realtime=False, max_steps=30, rewind_steps=10)
+    session.run()
+    assert session.rewind_available == 10
+    assert session.rewind(50) == 10 and world.t == 20
+    assert session.rewind(1) == 0 and session.last_event == "rewound 0 steps"
+    with pytest.raises(SimcoreError, match="positive"):
+        session.rewind(0)
+
+    one = Session(simcore.make("simcore/BouncingBalls-v0", plugin_manager=pm, count=(2, 2)), seed=0,
+                  realtime=False, max_steps=2)
+    one.run()
+    per_step = one._ring[-1].nbytes
+    capped = Session(simcore.make("simcore/BouncingBalls-v0", plugin_manager=pm, count=(2, 2)), seed=0,
+                     realtime=False, max_steps=30, rewind_memory=5 * per_step)
+    capped.run()
+    assert len(capped._ring) == 5 and capped._ring_bytes <= 5 * per_step
+    assert capped.rewind(30) == 4
+
+    off = Session(simcore.make("simcore/BouncingBalls-v0", plugin_manager=pm), seed=0, realtime=False,
+                  max_steps=3, rewind_steps=0)
+    off.run()
+    assert off.rewind(2) == 0 and off.last_event == "rewind: nothing to rewind to"
+
+
+def test_rewind_stops_at_a_manual_reset(pm):
+    world = simcore.make("simcore/Pong-v0", plugin_manager=pm)
+    log = FrameLog(at={6: Session.request_reset, 9: lambda s: s.rewind(10)})
+    pm.register(log)
+    session = Session(world, seed=0, realtime=False, max_steps=10)
+    session.run()
+    # frame 7 reset (seed 1) and stepped to t=1; frame 9 (t=3) asks for 10 steps, gets 3
+    assert log.results[-1] == 3 and session.episode_seed == 1 and log.by_t[0][-1] is not None
+
+
+@pytest.mark.parametrize("backend", ["sim", "model"])
+def test_branch_diverges_and_leaves_the_original_untouched(pm, backend):
+    kw = {"model": tiny_pong_model()} if backend == "model" else {}
+    other = [2, 2, 1, 0, 0, 2, 1, 1, 2, 0]
+    ref: list = [None]
+    forked: dict = {}
+
+    def fork(s):
+        forked["snapshot"] = s.world.snapshot()
+        return s.branch(policy=lambda obs, info: other[s.branch_world.t % len(other)])
+
+    world = simcore.make("simcore/Pong-v0", backend, plugin_manager=pm, **kw)
+    log = FrameLog(at={7: fork})
+    pm.register(log)
+    session = Session(world, policy=by_step(ref), seed=1, realtime=False, max_steps=14)
+    ref[0] = session
+    session.run()
+    assert session.control == "world" and session.branch_world.t == world.t == 14
+    assert len(log.branch) == 8  # from the frame after the fork on, side by side
+
+    # the original: exactly the frames of a run that never branched
+    pm.unregister(log)
+    plain = simcore.make("simcore/Pong-v0", backend, plugin_manager=pm, **kw)
+    plain.reset(seed=1)
+    for t in range(14):
+        obs, *_ = plain.step(SCRIPT[t])
+        np.testing.assert_array_equal(log.by_t[t + 1][0], obs, err_msg=f"main t={t + 1}")
+    # the branch: the fork moment stepped with the other actions
+    alt = simcore.make("simcore/Pong-v0", backend, plugin_manager=pm, **kw)
+    alt.reset(seed=99)
+    alt.restore(forked["snapshot"])
+    for t, frame in log.branch:
+        obs, *_ = alt.step(other[(t - 1) % len(other)])
+        np.testing.assert_array_equal(frame, obs, err_msg=f"branch t={t}")
+    assert not np.array_equal(log.branch[-1][1], log.by_t[14][0])  # different actions, different worlds
+
+
+def test_branch_without_a_policy_takes_the_controls(pm):
+    world = simcore.make("simcore/Pong-v0", plugin_manager=pm)
+    log = FrameLog(at={3: lambda s: s.branch(), 6: Session.switch_control, 8: Session.close_branch})
+    pm.register(log)
+    session = Session(world, policy=lambda obs, info: 1, seed=0, realtime=False, max_steps=10)
+    session.run()
+    # forked at t=2: the branch steps on frames 4-6 while the main world holds at 2,
+    # then the main world steps again; F7-style close at frame 8
+    assert [t for t, _ in log.branch] == [3, 4, 5, 5, 5]
+    assert [t for t, fs in sorted(log.by_t.items()) for _ in fs] == [0, 1, 2, 2, 2, 2, 3, 4, 5, 6, 7]
+    assert session.branch_world is None and session.control == "world" and session.last_event == "branch closed"
+    assert session.switch_control() == "world" and session.last_event == "no branch to switch to"
+
+    ref: list = [None]
+    s2 = Session(simcore.make("simcore/Pong-v0", plugin_manager=pm), policy=by_step(ref), seed=0,
+                 realtime=False, max_steps=3)
+    ref[0] = s2
+    s2.run()
+    s2.branch()
+    with pytest.raises(SimcoreError, match="rewind goes back on the main world"):
+        s2.rewind(1)
