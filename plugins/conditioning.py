@@ -4,6 +4,13 @@
 from the episode's options (0 where a scene has no such option). The trainer computes
 the same vector from a recording's header, so a model trained on several gravities
 can be asked for another one: ``simcore.make(scene, backend="model", gravity=40)``.
+
+Per step it also supplies ``state`` — the engine state (``simcore.render.state_vector``
+of the scene's object table) while the simulator owns the state, i.e. not while a
+``model`` world dreams — and ``event``, the world events of the step
+(``simcore.events.event_vector``; zeros on a step without events). A model consumes
+only the names in its ``cond_dims``: render models ``state``, event-trained models
+``event``; the trainer computes the same vectors from each recorded step.
 """
 from __future__ import annotations
 
@@ -39,4 +46,11 @@ def scene_params(options: dict[str, Any]) -> np.ndarray:
 
 @hookimpl
 def simcore_conditioning(world, step: int) -> dict[str, Any] | None:
-    return {NAME: scene_params(world.options)}
+    from simcore.events import event_vector
+    from simcore.render import STATE, state_vector
+
+    out = {NAME: scene_params(world.options), "event": event_vector(getattr(world, "step_events", []))}
+    state = getattr(world, "state", None)
+    if state is not None and not getattr(world, "dreaming", False):
+        out[STATE] = state_vector(world.scene.objects(state), world.frame_size)
+    return out

@@ -14,6 +14,11 @@ State (all in pixels of the actual frame, seconds):
     collisions   bool      ball–ball collisions on
     wall_hits    (N,)      cumulative wall bounces per ball
     ball_hits    (N,)      cumulative ball–ball collisions per ball
+    events_rate  float     chance per step of a random world event (collection only)
+    events       list      (only when events_rate > 0) the random events of the last step, as dicts
+
+World events (``simcore.events``): every ball scene supports ``gravity``,
+``add_ball`` and ``recolor``; :meth:`BallScene.apply_event` applies one exactly.
 """
 from __future__ import annotations
 
@@ -38,6 +43,8 @@ def common_options(**defaults: Any) -> dict[str, Option]:
         "restitution": Option(1.0, "wall restitution (1 = elastic)", "float", 0.0, 1.0),
         "collisions": Option(True, "ball–ball collisions", "bool"),
         "substeps": Option(2, "physics substeps per frame", "int", 1, 64),
+        "events_rate": Option(0.0, "chance per step of a random world event (gravity change, added ball, "
+                              "recolour), recorded in info['events'], for collecting event data", "float", 0.0, 1.0),
     }
     for key, value in defaults.items():
         spec = opts[key]
@@ -49,6 +56,9 @@ class BallScene(Scene):
     """Balls in a box. No actions (``Discrete(1)``): the scene runs on its own."""
 
     options = common_options()
+    supported_events = ("gravity", "add_ball", "recolor")
+    #: random events add balls only while fewer than this many are in play (the render state holds 8)
+    random_event_max_balls = 8
 
     # -- episode start --------------------------------------------------------
     def initial(self, rng: np.random.Generator, options: dict[str, Any]) -> State:
@@ -72,6 +82,7 @@ class BallScene(Scene):
             "substeps": int(o["substeps"]),
             "wall_hits": np.zeros(n, dtype=np.int64),
             "ball_hits": np.zeros(n, dtype=np.int64),
+            "events_rate": float(o.get("events_rate", 0.0)),
         }
 
     def random_velocity(self, rng: np.random.Generator, speed_range) -> np.ndarray:
@@ -95,6 +106,11 @@ class BallScene(Scene):
     # -- dynamics ---------------------------------------------------------------
     def step(self, state: State, action: Any, rng: np.random.Generator) -> State:
         h, w = self.frame_size
+        rate = float(state.get("events_rate", 0.0))
+        events: list[dict[str, Any]] = []
+        if rate > 0 and rng.random() < rate:  # a random world event happens before this step's motion
+            state, applied = self.apply_event(state, self.random_event(state, rng), rng)
+            events.append(applied.to_dict())
         pos, vel, radius, mass = state["pos"], state["vel"], state["radius"], state["mass"]
         wall_hits, ball_hits = state["wall_hits"].copy(), state["ball_hits"].copy()
         dt = self.dt / state["substeps"]
@@ -105,7 +121,106 @@ class BallScene(Scene):
             if state["collisions"]:
                 pos, vel, hits = physics.collide(pos, vel, radius, mass)
                 ball_hits += hits
-        return {**state, "t": state["t"] + 1, "pos": pos, "vel": vel, "wall_hits": wall_hits, "ball_hits": ball_hits}
+        new = {**state, "t": state["t"] + 1, "pos": pos, "vel": vel, "wall_hits": wall_hits, "ball_hits": ball_hits}
+        if rate > 0:
+            new["events"] = events
+        return new
+
+    # -- world events --------------------------------------------------------------
+    def apply_event(self, state: State, event, rng: np.random.Generator):
+        """Apply a :class:`simcore.events.Event` exactly: (new state, event as applied,
+        in 64-px-frame units with relative changes resolved and defaults drawn)."""
+        from simcore.events import (
+            DEFAULT_GRAVITY,
+            GRAVITY_LIMIT,
+            MAX_BALLS,
+            Event,
+            EventError,
+        )
+
+        if event.type == "gravity":
+            current = float(state["gravity"][1]) / self.scale
+            if event.gravity is not None:
+                g = event.gravity
+            elif abs(current) < 1e-9 and event.factor > 1:
+                g = DEFAULT_GRAVITY * (event.factor / 1.5)  # "stronger" from zero: switch it on
+            else:
+                g = current * event.factor
+            if abs(g) > GRAVITY_LIMIT:
+                raise EventError(f"gravity would become {g:g} px/s², beyond ±{GRAVITY_LIMIT:g}")
+            return {**state, "gravity": np.array([0.0, self.px(g)])}, Event("gravity", gravity=round(g, 6))
+        n = len(state["radius"])
+        if event.type == "recolor":
+            idx = event.index + n if event.index < 0 else event.index
+            if not 0 <= idx < n:
+                raise EventError(f"there is no ball {event.index + 1 if event.index >= 0 else 'last'}: the scene "
+                                 f"has {n} ball(s) (indices 0..{n - 1}; prompts count from 1)")
+            color = state["color"].copy()
+            color[idx] = event.color
+            return {**state, "color": color}, Event("recolor", index=idx, color=event.color)
+        if event.type == "add_ball":
+            if n >= MAX_BALLS:
+                raise EventError(f"the scene already holds {n} balls, the most it allows ({MAX_BALLS})")
+            h, w = self.frame_size
+            o = self.default_options
+            r64 = event.radius if event.radius is not None else float(rng.uniform(*o["radius_range"]))
+            r = self.px(r64)
+            if event.pos is not None:
+                x, y = self.px(event.pos[0]), self.px(event.pos[1])
+                if not (r <= x <= w - r and r <= y <= h - r):
+                    raise EventError(f"a ball of radius {r64:g} at {event.pos} would not lie inside the frame "
+                                     f"(x in [{r64:g}, {w / self.scale - r64:g}], y in [{r64:g}, {h / self.scale - r64:g}]"
+                                     ", 64-px frame units)")
+                p = np.array([x, y])
+            else:
+                p = np.array([rng.uniform(r, w - r), rng.uniform(r, h - r)])
+                for _attempt in range(200):  # a free spot if there is one
+                    if all(np.hypot(*(p - q)) > r + rq + 1 for q, rq in zip(state["pos"], state["radius"])):
+                        break
+                    p = np.array([rng.uniform(r, w - r), rng.uniform(r, h - r)])
+            v = np.array([self.px(c) for c in event.vel]) if event.vel is not None \
+                else self.random_velocity(rng, o["speed_range"])
+            if event.color is not None:
+                c = np.array(event.color, dtype=np.uint8)
+            else:
+                used = {tuple(int(x) for x in row) for row in state["color"]}
+                free = [tuple(col) for col in o["colors"] if tuple(col) not in used]
+                choices = free or [tuple(col) for col in o["colors"]]
+                c = np.array(choices[int(rng.integers(len(choices)))], dtype=np.uint8)
+            new = {
+                **state,
+                "pos": np.concatenate([state["pos"], p[None]]),
+                "vel": np.concatenate([state["vel"], v[None]]),
+                "radius": np.concatenate([state["radius"], [r]]),
+                "mass": np.concatenate([state["mass"], [math.pi * r * r]]),
+                "color": np.concatenate([state["color"], c[None]]).astype(np.uint8),
+                "wall_hits": np.concatenate([state["wall_hits"], np.zeros(1, dtype=np.int64)]),
+                "ball_hits": np.concatenate([state["ball_hits"], np.zeros(1, dtype=np.int64)]),
+            }
+            applied = Event("add_ball", pos=(float(p[0] / self.scale), float(p[1] / self.scale)),
+                            vel=(float(v[0] / self.scale), float(v[1] / self.scale)), radius=float(r64),
+                            color=tuple(int(x) for x in c))
+            return new, applied
+        raise EventError(f"{self.id} does not support {event.type!r} events")
+
+    def random_event(self, state: State, rng: np.random.Generator):
+        """A random event for data collection: a gravity value in -60..240 (steps of 10),
+        a ball added (while fewer than ``random_event_max_balls``), or a ball recoloured."""
+        from simcore.events import Event
+
+        n = len(state["radius"])
+        kinds = ["gravity", "recolor"] if n else ["gravity"]
+        if n < self.random_event_max_balls:
+            kinds.append("add_ball")
+        kind = kinds[int(rng.integers(len(kinds)))]
+        if kind == "gravity":
+            return Event("gravity", gravity=float(10 * rng.integers(-6, 25)))
+        if kind == "add_ball":
+            return Event("add_ball")
+        idx = int(rng.integers(n))
+        palette = [tuple(int(x) for x in c) for c in self.default_options["colors"]]
+        others = [c for c in palette if c != tuple(int(x) for x in state["color"][idx])] or palette
+        return Event("recolor", index=idx, color=others[int(rng.integers(len(others)))])
 
     # -- drawing and ground truth ----------------------------------------------------
     def render(self, state: State) -> np.ndarray:

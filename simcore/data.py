@@ -1,9 +1,18 @@
 """Training data from recordings: frames, actions, scene indices and conditioning
-vectors of every episode in a set of msgpack shards, held in memory as tensors."""
+vectors of every episode in a set of msgpack shards, held in memory as tensors.
+
+Conditioning comes in two kinds. ``scene_params`` is one vector per episode (from the
+header's options). **Per-step conditions** are one vector per step, computed from
+each recorded step by a function registered in :data:`STEP_CONDITIONS` — built in:
+``state`` (the engine state, ``simcore.render.state_vector`` of the step's ``state``)
+and ``event`` (the world events of the step, ``simcore.events.event_vector`` of
+``info["events"]``). A model trained with a per-step condition receives it from the
+``simcore_conditioning`` hook at play time under the same name."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,18 +39,61 @@ def find_shards(paths) -> list[Path]:
     return out
 
 
+def _state_condition(step: dict, header: dict) -> np.ndarray:
+    from simcore.render import state_vector
+
+    return state_vector(step.get("state") or {}, tuple(header["frame_size"]))
+
+
+def _event_condition(step: dict, header: dict) -> np.ndarray:
+    from simcore.events import event_vector
+
+    return event_vector((step.get("info") or {}).get("events") or [])
+
+
+def _state_size() -> int:
+    from simcore.render import STATE_DIM
+
+    return STATE_DIM
+
+
+def _event_size() -> int:
+    from simcore.events import EVENT_DIM
+
+    return EVENT_DIM
+
+
+#: per-step condition name -> (size (a callable, so the modules load lazily),
+#: function (step record, episode header) -> (size,) float32 vector)
+STEP_CONDITIONS: dict[str, tuple[Callable[[], int], Callable[[dict, dict], np.ndarray]]] = {
+    "state": (_state_size, _state_condition),
+    "event": (_event_size, _event_condition),
+}
+
+
+def register_step_condition(name: str, size: Callable[[], int] | int,
+                            fn: Callable[[dict, dict], np.ndarray]) -> None:
+    """Add a per-step condition: ``fn(step_record, header)`` -> (size,) vector."""
+    STEP_CONDITIONS[name] = (size if callable(size) else (lambda: int(size)), fn)
+
+
 @dataclass
 class EpisodeData:
     frames: torch.Tensor  # (T, H, W, 3) uint8
     actions: torch.Tensor  # (T,) long; 0 = none (first frame), a + 1 = action a
     scene: int  # index into Dataset.scenes
     cond: torch.Tensor  # (n,) float32 scene_params
+    steps: dict[str, torch.Tensor] = field(default_factory=dict)  # per-step conditions, name -> (T, n) float32
 
 
 class Dataset:
     """All episodes of some recordings, with the scene list and action count they imply."""
 
-    def __init__(self, paths, scenes: list[str] | None = None):
+    def __init__(self, paths, scenes: list[str] | None = None, step_conditions: tuple[str, ...] | list[str] = ()):
+        unknown = sorted(set(step_conditions) - set(STEP_CONDITIONS))
+        if unknown:
+            raise RecordingError(f"unknown per-step condition(s) {unknown}; known: {', '.join(sorted(STEP_CONDITIONS))}")
+        self.step_conditions = tuple(step_conditions)
         self.files = find_shards(paths)
         raw = [ep for f in self.files for ep in read_episodes(f)]
         if not raw:
@@ -61,11 +113,22 @@ class Dataset:
             space = ep.header.get("action_space") or {}
             self.num_actions = max(self.num_actions, int(space.get("n", 1)))
             acts = [0] + [int(a) + 1 for a in ep.actions[1:]]
+            steps = {}
+            for name in self.step_conditions:
+                size, fn = STEP_CONDITIONS[name]
+                if name == "state" and ep.steps and not ep.steps[0].get("state"):
+                    raise RecordingError(f"episode of {sid!r} in the recordings carries no per-step 'state' "
+                                         "(recorded without object states?); it cannot train a render model")
+                vecs = np.stack([np.asarray(fn(st, ep.header), dtype=np.float32).reshape(-1) for st in ep.steps])
+                if vecs.shape[1] != size():
+                    raise RecordingError(f"per-step condition {name!r} gave {vecs.shape[1]} values, expected {size()}")
+                steps[name] = torch.from_numpy(vecs)  # (T, n)
             self.episodes.append(EpisodeData(
                 frames=torch.from_numpy(ep.frames),
                 actions=torch.tensor(acts, dtype=torch.long),
                 scene=self.scenes.index(sid),
                 cond=torch.from_numpy(scene_params(ep.header.get("options") or {})),
+                steps=steps,
             ))
             self.options.setdefault(sid, []).append(ep.header.get("options") or {})
         self.lengths = np.array([len(e.frames) for e in self.episodes])
@@ -75,7 +138,18 @@ class Dataset:
         return int(self.lengths.sum())
 
     def cond_dims(self) -> dict[str, int]:
-        return {COND_NAME: int(self.episodes[0].cond.numel())}
+        dims = {COND_NAME: int(self.episodes[0].cond.numel())}
+        dims.update({name: STEP_CONDITIONS[name][0]() for name in self.step_conditions})
+        return dims
+
+    def extra(self, episode: int, start: int, length: int) -> dict[str, torch.Tensor]:
+        """Every conditioning vector of frames start..start+length-1 of an episode:
+        name -> (length, n) (scene_params repeated, per-step conditions sliced)."""
+        ep = self.episodes[episode]
+        out = {COND_NAME: ep.cond[None].expand(length, -1)}
+        for name, vecs in ep.steps.items():
+            out[name] = vecs[start:start + length]
+        return out
 
     def random_frames(self, n: int, rng: np.random.Generator) -> torch.Tensor:
         """(n, H, W, 3) uint8 frames drawn uniformly over all frames."""

@@ -7,6 +7,11 @@
                  rollout (no grad), the target the recorded next frame, so the model
                  learns to correct its own drift over long horizons
 
+``backend="render"`` trains a render model (``simcore.render``): the same stages, with
+the engine state of every recorded step as a per-step condition (``--backend render``);
+``init_from`` copies a trained autoencoder from another model, so the ``ae`` stage can
+be skipped. ``step_conditions`` adds other per-step conditions (e.g. ``event``).
+
 Runs alone or under ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on GPU);
 rank 0 logs and saves. ``train_state.safetensors`` in the output directory makes a
 run resumable; the finished model is ``model.safetensors`` + ``model_card.json``.
@@ -63,6 +68,9 @@ class TrainConfig:
     command: str | None = None  # how this run was started, for the model card (the CLI fills it in)
     progress: bool = True
     extra_card: dict[str, Any] = field(default_factory=dict)
+    backend: str = "model"  # "model" (world model) or "render" (state-conditioned renderer, simcore.render)
+    step_conditions: tuple[str, ...] = ()  # per-step conditions besides the render backend's "state" (e.g. "event")
+    init_from: str | None = None  # copy the autoencoder (weights + latent scale) from this model
 
 
 # ---------------------------------------------------------------------------
@@ -141,13 +149,25 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed + 1000 * self.rank)  # data order differs per rank
         self.gen = torch.Generator().manual_seed(cfg.seed + 1000 * self.rank)
-        self.data = Dataset(cfg.data)
+        if cfg.backend not in ("model", "render"):
+            raise ValueError(f"backend must be 'model' or 'render', got {cfg.backend!r}")
+        conds = tuple(cfg.step_conditions)
+        if cfg.backend == "render" and "state" not in conds:
+            conds = ("state",) + conds
+        self.data = Dataset(cfg.data, step_conditions=conds)
         overrides = dict(frame_size=tuple(self.data.frame_size), scenes=tuple(self.data.scenes),
                          num_actions=self.data.num_actions, cond_dims=self.data.cond_dims())
+        if cfg.backend == "render":
+            overrides["prompt_frames"] = 1  # only the reset frame comes from the rasterizer
         mcfg = config_for(cfg.size, **overrides)
         if cfg.window:
             mcfg.dit.window = int(cfg.window)
-        self.model = WorldModel(mcfg).to(self.device)
+        if cfg.backend == "render":
+            from simcore.render import RenderModel
+
+            self.model = RenderModel(mcfg).to(self.device)
+        else:
+            self.model = WorldModel(mcfg).to(self.device)
         self.out = Path(cfg.out)
         self.state: dict[str, Any] = {"stage": cfg.stages[0], "step": 0, "done": [], "wall": {}, "steps": {},
                                       "losses": {}, "eval": {}}
@@ -159,7 +179,53 @@ class Trainer:
             self.log_file = open(self.out / "train_log.jsonl", "a")
         if cfg.resume and (self.out / "train_state.safetensors").is_file():
             self._load_state()
+        elif cfg.init_from:
+            self._init_autoencoder(cfg.init_from)
         self.state.setdefault("commands", []).append(cfg.command or "simcore.train.train(...) from Python")
+        self._check_ranks_agree()
+
+    def _check_ranks_agree(self) -> None:
+        """Under torchrun every rank must start from rank 0's snapshot, or the ranks run
+        different stages and hang. Multi-node: resuming needs --out on a file system
+        every node shares (rank 0 alone writes it)."""
+        if self.world < 2:
+            return
+        stage = STAGES.index(self.state["stage"]) if self.state["stage"] in STAGES else -1
+        mine = torch.tensor([float(stage), float(self.state["step"]), float(len(self.state["done"]))],
+                            device=self.device)
+        ref = mine.clone()
+        dist.broadcast(ref, 0)
+        if not torch.equal(mine, ref):
+            raise RuntimeError(f"rank {self.rank} would start at stage {self.state['stage']} step {self.state['step']} "
+                               f"but rank 0 elsewhere: is --out ({self.out}) shared by every node? "
+                               "(resume needs the same train_state.safetensors on every rank)")
+
+    def _init_autoencoder(self, source: str) -> None:
+        """Copy the autoencoder (and its latent scale) of a trained model (world or
+        render model; a shipped name, directory or .safetensors file)."""
+        from safetensors import safe_open
+
+        from simcore.checkpoint import CheckpointError, resolve
+
+        path = resolve(source)
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k[3:]: f.get_tensor(k) for k in f.keys() if k.startswith("ae.")}
+        theirs = ModelConfig.from_dict(json.loads(meta.get("config", "{}"))).ae
+        if asdict(theirs) != asdict(self.model.cfg.ae) or not tensors:
+            raise CheckpointError(f"{path}: its autoencoder {asdict(theirs)} does not match this run's "
+                                  f"{asdict(self.model.cfg.ae)} (pick a --size with the same autoencoder)")
+        self.model.ae.load_state_dict(tensors)
+        self.state["init_from"] = str(path)
+        self.log(f"autoencoder copied from {path} (latent scale {float(self.model.ae.latent_scale):.3f})")
+
+    def _save_model(self) -> None:
+        if self.cfg.backend == "render":
+            from simcore.render import save_render_model
+
+            save_render_model(self.model, self.out, self.card())
+        else:
+            save_model(self.model, self.out, self.card())
 
     # -- snapshots --------------------------------------------------------------------
     def _save_state(self, opt) -> None:
@@ -173,7 +239,7 @@ class Trainer:
             for name, val in st.items():
                 tensors[f"opt.{idx}.{name}"] = torch.as_tensor(val).detach().cpu().contiguous()
         meta = {"state": json.dumps(self.state), "param_groups": json.dumps(osd["param_groups"]),
-                "model_config": json.dumps(self.model.cfg.to_dict())}
+                "model_config": json.dumps(self.model.cfg.to_dict()), "backend": self.cfg.backend}
         tmp = self.out / "train_state.safetensors.tmp"
         save_file(tensors, str(tmp), metadata=meta)
         os.replace(tmp, self.out / "train_state.safetensors")
@@ -186,7 +252,7 @@ class Trainer:
             meta = f.metadata()
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         saved = ModelConfig.from_dict(json.loads(meta["model_config"])).to_dict()  # fills newer defaults
-        if saved != self.model.cfg.to_dict():
+        if saved != self.model.cfg.to_dict() or meta.get("backend", "model") != self.cfg.backend:
             raise ValueError(f"{path} was written for another model config; use another --out or --no-resume")
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.state = json.loads(meta["state"])
@@ -249,7 +315,7 @@ class Trainer:
         """Same decision on every rank (rank 0's clock, broadcast)."""
         if self.cfg.max_minutes is None:
             return False
-        flag = torch.tensor([float(time.time() - start > 60 * self.cfg.max_minutes)])
+        flag = torch.tensor([float(time.time() - start > 60 * self.cfg.max_minutes)], device=self.device)  # nccl: on GPU
         if self.world > 1:
             dist.broadcast(flag, 0)
         return bool(flag.item())
@@ -302,9 +368,8 @@ class Trainer:
         z = torch.stack([self.latents[e][s:s + length] for e, s in idx])
         a = torch.stack([self.data.episodes[e].actions[s:s + length] for e, s in idx]).to(self.device)
         scene = torch.tensor([self.data.episodes[e].scene for e, _ in idx], device=self.device)
-        cond = torch.stack([self.data.episodes[e].cond for e, _ in idx]).to(self.device)
-        name = next(iter(self.data.cond_dims()))
-        return z, a, scene, {name: cond[:, None].expand(-1, length, -1)}
+        extras = [self.data.extra(e, s, length) for e, s in idx]
+        return z, a, scene, {k: torch.stack([x[k] for x in extras]).to(self.device) for k in extras[0]}
 
     # -- stage 2: dynamics ----------------------------------------------------------------
     def train_dynamics(self) -> None:
@@ -350,9 +415,9 @@ class Trainer:
             dit.eval()
             roll = Rollout(self.model, batch=z.shape[0], steps=cfg.ft_rollout_steps, window=W,
                            seed=int(self.rng.integers(2**31)), scene=scene)
-            ex1 = {n: v[:, 0] for n, v in extra.items()}
-            roll.prompt(z[:, :k], a[:, :k], ex1)
-            gen = [roll.generate(a[:, t], ex1) for t in range(k, W)]
+            for t in range(k):  # per-step conditions: each frame gets its own vectors
+                roll.append(z[:, t], a[:, t], {n: v[:, t] for n, v in extra.items()})
+            gen = [roll.generate(a[:, t], {n: v[:, t] for n, v in extra.items()}) for t in range(k, W)]
             ctx = torch.cat([z[:, :k], torch.stack(gen, dim=1)], dim=1) if gen else z[:, :k]
             dit.train()
             zin = torch.cat([ctx, z[:, W:]], dim=1)  # generated context + the true next frame
@@ -380,9 +445,10 @@ class Trainer:
         finally:
             self.rng = rng_state
         roll = Rollout(self.model, batch=n, seed=seed, scene=scene)
-        ex1 = {k: v[:, 0] for k, v in extra.items()}
-        roll.prompt(z[:, :p], a[:, :p], ex1)
-        gen = torch.stack([roll.generate(a[:, t], ex1) for t in range(p, length)], dim=1)
+        for t in range(p):
+            roll.append(z[:, t], a[:, t], {k: v[:, t] for k, v in extra.items()})
+        gen = torch.stack([roll.generate(a[:, t], {k: v[:, t] for k, v in extra.items()})
+                           for t in range(p, length)], dim=1)
         frames = self.model.decode_latents(gen).float()
         truth = self._truth_frames(length, n, seed)[:, p:].float()
         mse = (frames - truth).pow(2).mean(dim=(2, 3, 4))  # (n, horizon)
@@ -411,7 +477,7 @@ class Trainer:
         self.state.update(stage=nxt, step=0)
         self._save_state(None)
         if self.main:
-            save_model(self.model, self.out, self.card())
+            self._save_model()
         self.log(f"stage {stage}: {step} steps in {self.state['wall'][stage] / 60:.1f} min, final loss {loss}")
 
     def card(self) -> dict[str, Any]:
@@ -420,6 +486,9 @@ class Trainer:
             per_scene[sid] = {"episodes": len(opts), "options": opts[0] if opts else {}}
         return {
             "name": self.out.name,
+            "backend": self.cfg.backend,
+            "conditioning": {"per_episode": ["scene_params"], "per_step": list(self.data.step_conditions)},
+            "init_from": self.state.get("init_from"),
             "scenes": self.data.scenes,
             "data": {"files": [str(f) for f in self.data.files], "episodes": len(self.data.episodes),
                      "frames": self.data.num_frames, "per_scene": per_scene},
@@ -458,7 +527,7 @@ class Trainer:
                 self.encode_all()
             {"ae": self.train_ae, "dynamics": self.train_dynamics, "finetune": self.train_finetune}[stage]()
         if self.main:
-            save_model(self.model, self.out, self.card())
+            self._save_model()
         if self.world > 1:
             dist.barrier()
         return self.out

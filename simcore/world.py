@@ -1,8 +1,12 @@
 """World: one Gymnasium Env for every backend.
 
 ``simcore.make(scene_id, backend="sim")`` builds one. The ``sim`` backend runs the
-scene's own simulator and rasterizer (ground truth). Every ``reset``/``step`` calls
-the ``simcore_probe`` and ``simcore_after_step`` hooks with a :class:`Transition`.
+scene's own simulator and rasterizer (ground truth); ``model`` dreams the frames with
+a world model (``simcore.dream``); ``render`` steps the simulator exactly and lets a
+render model draw each frame from the engine state (``simcore.render``). Every
+``reset``/``step`` calls the ``simcore_probe`` and ``simcore_after_step`` hooks with a
+:class:`Transition`. ``world.event(...)`` changes the world mid-rollout (gravity, an
+added ball, a recoloured ball; ``simcore.events``).
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import pluggy
 from simcore.errors import BackendError, InvalidActionError, SceneOptionError, SimcoreError
 from simcore.scene import DEFAULT_FRAME_SIZE, Scene
 
-BACKENDS = ("sim", "model")
+BACKENDS = ("sim", "model", "render")
 
 
 @dataclass
@@ -81,11 +85,19 @@ class World(gym.Env):
         self._frame: np.ndarray | None = None
         self._t = 0
         self._window = None
-        self.dreamer = None
+        self.dreamer = None  # the model backend's generative state
+        self.renderer = None  # the render backend's generative state
+        self._pending_events: list = []  # events applied since the last step (reported with the next)
+        self._step_events: list[dict[str, Any]] = []  # events of the current step, as dicts
         if backend == "model":
             from simcore.dream import ModelBackend
 
             self.dreamer = ModelBackend(self, model, denoise_steps=denoise_steps, context=context, device=device)
+        elif backend == "render":
+            from simcore.render import RenderBackend
+
+            self.renderer = RenderBackend(self, "render" if model == "default" else model,
+                                          denoise_steps=denoise_steps, context=context, device=device)
 
     # -- Gymnasium API -------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -97,9 +109,12 @@ class World(gym.Env):
         self.options = self.scene.resolve(options)
         self._state = self.scene.initial(self.np_random, self.options)
         self._t = 0
+        self._pending_events, self._step_events = [], []
         self._frame = self.scene.render(self._state)
         if self.dreamer is not None:
             self.dreamer.reset(self._frame, seed)
+        if self.renderer is not None:
+            self.renderer.reset(self._frame, seed)
         info = self._info()
         self._emit(Transition(0, self._frame, None, 0.0, False, False, info))
         if self.render_mode == "human":
@@ -116,8 +131,10 @@ class World(gym.Env):
                    if self.scene.action_meanings else "")
             )
         previous = self._frame
+        manual, self._pending_events = [e.to_dict() for e in self._pending_events], []
         if self.dreamer is not None and not self.dreamer.in_prompt(self._t + 1):
             self._t += 1  # dreaming: the model alone makes the frame
+            self._step_events = manual
             self._frame = self.dreamer.dream(action, self._t)
             reward, terminated = 0.0, False
         else:
@@ -125,10 +142,16 @@ class World(gym.Env):
             reward = float(self.scene.reward(self._state, action, state))
             self._state = state
             self._t += 1
+            self._step_events = manual + list(state.get("events") or [])  # the scene's own random events too
             terminated = bool(self.scene.terminal(state))
-            self._frame = self.scene.render(state)
-            if self.dreamer is not None:
-                self.dreamer.observe(self._frame, action, self._t)
+            if self.renderer is not None and not self.renderer.in_prompt(self._t):
+                self._frame = self.renderer.render(action, self._t)  # the model draws the simulated state
+            else:
+                self._frame = self.scene.render(state)
+                if self.dreamer is not None:
+                    self.dreamer.observe(self._frame, action, self._t)
+                if self.renderer is not None:
+                    self.renderer.observe(self._frame, action, self._t)
         truncated = self.max_episode_steps is not None and self._t >= self.max_episode_steps
         info = self._info()
         self._emit(Transition(self._t, self._frame, action, reward, terminated, truncated, info, previous))
@@ -168,7 +191,8 @@ class World(gym.Env):
             "t": self._t,
             "options": self.options,
             "frame": self._frame,
-            "dream": self.dreamer.snapshot() if self.dreamer is not None else None,
+            "dream": self._generator.snapshot() if self._generator is not None else None,
+            "events": {"pending": [e.to_dict() for e in self._pending_events], "step": self._step_events},
         })
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -184,8 +208,42 @@ class World(gym.Env):
         self._t = snap["t"]
         self.options = snap["options"]
         self._frame = snap["frame"]
-        if self.dreamer is not None:
-            self.dreamer.restore(snap["dream"])
+        events = snap.get("events") or {}
+        from simcore.events import Event
+
+        self._pending_events = [Event.from_dict(e) for e in events.get("pending", [])]
+        self._step_events = list(events.get("step", []))
+        if self._generator is not None:
+            self._generator.restore(snap["dream"])
+
+    # -- world events --------------------------------------------------------------------
+    def event(self, event: Any) -> Any:
+        """Change the world now: ``event`` is an :class:`simcore.events.Event`, a dict
+        (``{"type": "gravity", "gravity": 150}``) or a text prompt ("add a red ball",
+        "turn ball 2 blue", "gravity 120"). The scene's state changes at once (the next
+        step moves on from it) and the event is reported in the next step's
+        ``info["events"]`` and conditioning vector. Returns the event as applied
+        (relative changes resolved, defaults filled in)."""
+        from simcore.events import apply_event, coerce_event
+
+        if self._state is None:
+            raise SimcoreError("call reset() before event()")
+        ev = coerce_event(event)
+        if self.dreaming and "event" not in self.dreamer.model.cfg.cond_dims:
+            raise BackendError("this world model was not trained with world events (no 'event' conditioning; "
+                               "train with `simcore train ... --condition event` on recordings with events)")
+        self._state, applied = apply_event(self.scene, self._state, ev, self.np_random)
+        self._pending_events.append(applied)
+        return applied
+
+    @property
+    def step_events(self) -> list[dict[str, Any]]:
+        """The world events of the current step (as dicts), for plugins and conditioning."""
+        return list(self._step_events)
+
+    @property
+    def _generator(self):
+        return self.dreamer if self.dreamer is not None else self.renderer
 
     # -- internals --------------------------------------------------------------------
     @property
@@ -205,8 +263,14 @@ class World(gym.Env):
 
     def _info(self) -> dict[str, Any]:
         if self.dreaming:  # the simulator's state no longer describes the frame
-            return {"step": self._t, "dream": True}
-        return {"step": self._t, "objects": self.scene.objects(self._state), **self.scene.extra_info(self._state)}
+            info = {"step": self._t, "dream": True}
+        else:
+            info = {"step": self._t, "objects": self.scene.objects(self._state), **self.scene.extra_info(self._state)}
+            if self.renderer is not None and not self.renderer.in_prompt(self._t):
+                info["rendered"] = True  # the frame was drawn by the render model
+        if self._step_events:
+            info["events"] = [dict(e) for e in self._step_events]
+        return info
 
     def _emit(self, transition: Transition) -> None:
         hook = self.pm.hook
@@ -238,13 +302,15 @@ def make(
 
     ``backend="model"`` draws frames with a world model: ``model`` is a shipped name
     ("default"), a directory or a .safetensors file; ``denoise_steps`` (default 4)
-    Euler steps per frame; ``context`` frames in the rolling KV cache."""
+    Euler steps per frame; ``context`` frames in the rolling KV cache.
+    ``backend="render"``: the simulator steps, a render model (default: the shipped
+    "render") draws each frame from the engine state."""
     from simcore.plugin_manager import get_registry
 
     scene_cls = get_registry(plugin_manager).get(scene_id)
     scene = scene_cls(frame_size, **options)
-    if backend != "model" and (model != "default" or denoise_steps or context):
-        raise BackendError("model, denoise_steps and context apply to backend='model' only")
+    if backend not in ("model", "render") and (model != "default" or denoise_steps or context):
+        raise BackendError("model, denoise_steps and context apply to backend='model' or 'render' only")
     return World(scene, backend=backend, render_mode=render_mode, max_episode_steps=max_episode_steps,
                  plugin_manager=plugin_manager, model=model, denoise_steps=denoise_steps, context=context,
                  device=device)
