@@ -12,4 +12,6 @@ BUILTIN: tuple[tuple[str, str], ...] = (
     ("recorder", "simcore.plugins.recorder"),
     ("conditioning", "simcore.plugins.conditioning"),
     ("probes", "simcore.plugins.probes"),
+    ("governor", "simcore.plugins.governor"),  # active with a target FPS only
+    ("watchdog", "simcore.plugins.watchdog"),  # active when enabled only
 )
