@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from simcore import kernels
+
 # ---------------------------------------------------------------------------
 # Configs and size registry
 # ---------------------------------------------------------------------------
@@ -208,6 +210,31 @@ class Attention(nn.Module):
         return qkv[0], qkv[1], qkv[2]
 
 
+def _kernel_path(x: torch.Tensor, c: torch.Tensor) -> bool:
+    """True when a block may use simcore.kernels: no autograd is needed (inference) and a
+    native path exists for the tokens' device and dtype (CPU kernels are fp32)."""
+    if torch.is_grad_enabled() and (x.requires_grad or c.requires_grad):
+        return False
+    path = kernels.active_path(x.device)
+    return path != "reference" and (path != "compiled-cpu" or x.dtype == torch.float32)
+
+
+def _mask_frame_len(mask: torch.Tensor | None, t: int, n: int) -> int:
+    """Frame length for simcore.kernels.patch_attention if ``mask`` is one it expresses:
+    None (every key visible) or the block-causal mask over t frames of n tokens; else 0.
+    The check runs once per mask tensor (DiT.forward builds one per call and passes it
+    to every block) and is remembered on the tensor."""
+    if mask is None:
+        return n
+    known = getattr(mask, "_simcore_frame_len", None)
+    if known is None:
+        known = 0
+        if mask.dtype == torch.bool and tuple(mask.shape) == (t * n, t * n):
+            known = n if torch.equal(mask, kernels.frame_mask(t * n, t * n, n, device=mask.device)) else 0
+        mask._simcore_frame_len = known
+    return known
+
+
 class Block(nn.Module):
     """Pre-norm transformer block with adaLN-Zero modulation from per-frame cond."""
 
@@ -230,19 +257,35 @@ class Block(nn.Module):
         """
         b, t, n, d = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)  # each (B, T, D)
-        h = modulate(self.norm1(x), shift1, scale1).reshape(b, t * n, d)
+        # Inference (nothing needs autograd) goes through simcore.kernels: fused adaLN and
+        # the native patch attention where a native path exists for this device/dtype.
+        # Training keeps the differentiable torch ops below.
+        fast = _kernel_path(x, c)
+        if fast:
+            h = kernels.ada_layernorm(x, shift1, scale1, eps=self.norm1.eps).reshape(b, t * n, d)
+        else:
+            h = modulate(self.norm1(x), shift1, scale1).reshape(b, t * n, d)
         q, k, v = self.attn.qkv_heads(h)  # (B, H, T·N, hd)
         cos, sin = rope
         qr, kr = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:
-            kr = torch.cat([cache["k"], kr], dim=2)
-            vv = torch.cat([cache["v"], v], dim=2)
+        frame_len = _mask_frame_len(mask, t, n) if fast else 0
+        if frame_len:  # the mask is None (all visible) or block-causal over frames of n tokens
+            # keys/values = cache then this call's: the kernel reads the cache in place (no cat)
+            keys, vals = ((cache["k"], kr), (cache["v"], v)) if cache is not None else (kr, v)
+            a = kernels.patch_attention(qr, keys, vals, frame_len=frame_len, causal=mask is not None)
         else:
-            vv = v
-        a = F.scaled_dot_product_attention(qr, kr, vv, attn_mask=mask)  # (B, H, T·N, hd)
+            if cache is not None:
+                kr = torch.cat([cache["k"], kr], dim=2)
+                vv = torch.cat([cache["v"], v], dim=2)
+            else:
+                vv = v
+            a = F.scaled_dot_product_attention(qr, kr, vv, attn_mask=mask)  # (B, H, T·N, hd)
         a = a.transpose(1, 2).reshape(b, t, n, d)
         x = x + gate1[:, :, None] * self.attn.proj(a)
-        x = x + gate2[:, :, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        if fast:
+            x = x + gate2[:, :, None] * self.mlp(kernels.ada_layernorm(x, shift2, scale2, eps=self.norm2.eps))
+        else:
+            x = x + gate2[:, :, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
         return x, (k, v)
 
 

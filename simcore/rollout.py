@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from simcore import kernels
 from simcore.model import WorldModel, apply_rope
 
 
@@ -115,8 +116,8 @@ class Rollout:
             _, kvs = self.dit(zc[:, None], tau, actions[:, None], self.scene, ex, positions=pos, cache=cache,
                               return_kv=True)
             for i, (k, v) in enumerate(kvs):  # k, v (B, H, N, hd), un-rotated
-                self.k[i][:, :, slot] = k
-                self.v[i][:, :, slot] = v
+                kernels.kv_write(self.k[i], slot, k)  # in place into the ring slot (evicts its old frame)
+                kernels.kv_write(self.v[i], slot, v)
         else:
             self.ctx_z[:, slot] = zc
             self.ctx_a[:, slot] = actions
@@ -149,7 +150,7 @@ class Rollout:
                 v = self.dit(x, tau, actions, self.scene, ex, positions=pos, cache=cache)
             else:
                 v = self._uncached_velocity(x, tau, actions, ex, live)
-            x = x + (taus[i + 1] - taus[i]).item() * v  # Euler step towards τ = 0
+            kernels.euler_update(x, v, (taus[i + 1] - taus[i]).item())  # in place: Euler step towards τ = 0
         z = x[:, 0].clamp(-self.model.cfg.latent_clip, self.model.cfg.latent_clip)
         self.append(z, actions[:, 0], extra)
         return z
