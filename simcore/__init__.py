@@ -24,6 +24,7 @@ from simcore.hookspecs import hookimpl, hookspec  # noqa: E402
 from simcore.plugin_manager import create_plugin_manager, get_plugin_manager, get_registry  # noqa: E402
 from simcore.scene import Option, Scene  # noqa: E402
 from simcore.world import Transition, World, make, make_vec  # noqa: E402
+from simcore.savefile import SaveFileError, load_session, save_session  # noqa: E402
 
 
 def list_scenes() -> list[str]:
@@ -41,4 +42,5 @@ __all__ = [
     "hookimpl", "hookspec", "create_plugin_manager", "get_plugin_manager", "get_registry",
     "SimcoreError", "UnknownSceneError", "SceneOptionError", "FrameSizeError", "InvalidActionError",
     "BackendError", "PluginError", "RecordingError", "CorruptRecordingError",
+    "save_session", "load_session", "SaveFileError",
 ]

@@ -2,9 +2,10 @@
 
     simcore scenes                       list scenes (and --options)
     simcore play [SCENE]                 play live (window) or headless (GIF/MP4)
-    simcore collect SCENE --episodes N --steps T --out DIR [--workers K]
+    simcore collect SCENE --episodes N --steps T --out DIR [--workers K] [--ray local|ADDRESS]
     simcore replay FILE                  play a recording back (window or GIF)
     simcore plugins                      loaded plugins, their hooks, native extension
+    simcore bench [--which] [--quick]    native kernels vs PyTorch (attention grid, end to end)
 
 Global options before the command: ``--plugin/-p MODULE|FILE.py`` (repeatable) adds
 a plugin (e.g. a file that registers your own scene), ``--disable NAME`` removes one.
@@ -104,7 +105,8 @@ def scenes(options: bool = typer.Option(False, "--options", help="Also list each
 def play(
     scene: str = typer.Argument(DEFAULT_SCENE, help="Scene id (see `simcore scenes`)."),
     backend: str = typer.Option("model", help="model: the world model draws the frames (dream); "
-                                "sim: the scene's own simulator."),
+                                "sim: the scene's own simulator; render: the simulator steps, a render model "
+                                "draws (default model: render)."),
     model: str = typer.Option("default", help="World model for --backend model: a shipped name or a path."),
     compare: Optional[bool] = typer.Option(None, "--compare/--no-compare",
                                            help="Show the simulator side by side in lockstep (default: on "
@@ -122,8 +124,21 @@ def play(
     option: list[str] = typer.Option([], "--option", "-o", help="Scene option NAME=VALUE (repeatable)."),
     record: Optional[Path] = typer.Option(None, help="Record episodes to this directory (C toggles)."),
     max_episode_steps: Optional[int] = typer.Option(None, help="Truncate episodes after this many steps."),
+    load: Optional[Path] = typer.Option(None, "--load", help="Resume a saved session (.simsave): its scene, "
+                                        "backend, model and options replace those given here."),
+    save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="Where F5/F9 quick-save and quick-load "
+                                            "(default: the current directory)."),
+    rewind_steps: int = typer.Option(30, "--rewind-steps", help="Steps one Backspace/B press rewinds."),
+    target_fps: Optional[float] = typer.Option(None, "--target-fps", help="Hold this frame rate by adapting the "
+                                               "model's denoising steps (1..8) per frame; also the loop rate "
+                                               "unless --fps is given (docs/governor-watchdog.md)."),
+    watchdog: bool = typer.Option(False, "--watchdog", help="Watch the dream for drift and re-anchor it on the "
+                                  "simulator twin (or raise context noise without one)."),
+    event: list[str] = typer.Option([], "--event", help="World event STEP:PROMPT, e.g. '20:add a red ball' "
+                                    "(repeatable; docs/render-and-events.md). Live keys: G, A, K."),
 ) -> None:
-    """Play a scene: live in a window (keys move, P pause, N step, R reset, C record, Esc quit)
+    """Play a scene: live in a window (keys move, P pause, N step, R reset, C record, Esc quit,
+    F5/F9 quick-save/load, Backspace rewind, F6 branch, Tab switch, F7 close branch)
     or, headless, into a GIF/MP4. With no arguments: Pong, dreamed by the shipped world model,
     next to the simulator."""
     import simcore
@@ -132,14 +147,21 @@ def play(
     from simcore.plugins.display import auto_headless
 
     size, options = parse_frame_size(frame_size), parse_options(option)
-    model_kw = {"model": model, "denoise_steps": steps} if backend == "model" else {}
-    world = simcore.make(scene, backend, frame_size=size, max_episode_steps=max_episode_steps, **model_kw, **options)
-    if compare is None:
-        compare = backend != "sim"
-    twin = simcore.make(scene, "sim", frame_size=size, max_episode_steps=max_episode_steps, **options) \
-        if compare else None
-    headless = headless or auto_headless()
     session: Session | None = None
+    if load is not None:  # the file says which worlds; the loop options below still apply
+        from simcore.savefile import load_session
+
+        session = load_session(load, model=None if model == "default" else model)
+        world, twin = session.world, session.compare
+    else:
+        model_kw = {"model": model, "denoise_steps": steps} if backend in ("model", "render") else {}
+        world = simcore.make(scene, backend, frame_size=size, max_episode_steps=max_episode_steps, **model_kw,
+                             **options)
+        if compare is None:
+            compare = backend != "sim"
+        twin = simcore.make(scene, "sim", frame_size=size, max_episode_steps=max_episode_steps, **options) \
+            if compare else None
+    headless = headless or auto_headless()
     if agent:
         policy = load_policy(agent)
     elif headless:
@@ -148,15 +170,32 @@ def play(
         policy = demo if twin is None else (lambda obs, info: demo(session.compare_observation, session.compare_info))
     else:
         policy = None
-    display: dict[str, Any] = {"headless": headless, "scale": scale}
+    display: dict[str, Any] = {"headless": headless, "scale": scale, "rewind": rewind_steps}
+    if save_dir is not None:
+        display["save_dir"] = str(save_dir)
     if headless:
         display["out"] = str(out or "simcore-play.gif")
         frames = frames or 200
     config: dict[str, Any] = {"display": display}
     if record:
         config["record"] = {"dir": str(record)}
-    session = Session(world, policy=policy, compare=twin, seed=seed, fps=fps, realtime=not headless,
-                      max_steps=frames, config=config)
+    if target_fps is not None:
+        from simcore.governor import GovernorSettings
+
+        config["governor"] = {"target_fps": GovernorSettings.from_config(target_fps).target_fps}  # error if <= 0
+        fps = target_fps if fps is None else fps
+    if watchdog:
+        config["watchdog"] = True
+    if session is not None:  # resumed from --load: keep its worlds, seeds and counters
+        session = Session.from_loaded(session, policy=policy, fps=fps, realtime=not headless, max_steps=frames,
+                                      config=config)
+    else:
+        session = Session(world, policy=policy, compare=twin, seed=seed, fps=fps, realtime=not headless,
+                          max_steps=frames, config=config)
+    if event:  # scheduled world events (parsed now: a bad prompt fails before the window opens)
+        from simcore.events import ScheduledEvents
+
+        _pm().register(ScheduledEvents.from_specs(event), name="scheduled-events")
     summary = session.run()
     world.close()
     typer.echo(_summary_line(summary))
@@ -168,6 +207,14 @@ def _summary_line(summary: dict[str, Any]) -> str:
         parts.append(f"video: {summary['video']}")
     if summary.get("recordings"):
         parts.append(f"recordings: {', '.join(summary['recordings'])}")
+    if summary.get("governor"):
+        g = summary["governor"]
+        parts.append(f"governor: target {g['target_fps']:g} fps, steps now {g['steps']} "
+                     f"(mean {g['mean_steps'] or 0:.1f}, {g['changes']} changes)")
+    if summary.get("watchdog"):
+        w = summary["watchdog"]
+        parts.append(f"watchdog: {w['events']} event(s) in {w['checked']} dreamed frames "
+                     f"({w['reanchors']} re-anchors, {w['context_noise']} context-noise boosts)")
     return "; ".join(parts)
 
 
@@ -184,6 +231,11 @@ def collect(
     option: list[str] = typer.Option([], "--option", "-o", help="Scene option NAME=VALUE (repeatable)."),
     shard_size: int = typer.Option(16, help="Episodes per shard file."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run the workers as Ray actors: 'local' (start Ray "
+                                      "here) or a cluster address (auto, ray://HEAD:10001). Needs "
+                                      "pip install 'simcore[ray]'; see docs/scale-out.md."),
+    max_restarts: int = typer.Option(3, "--max-restarts", help="With --ray: dead actors rebuilt (their shard "
+                                     "redone) before giving up."),
 ) -> None:
     """Record episodes of a scene to msgpack shards (see docs/recording-format.md)."""
     from simcore.collect import collect as run_collect
@@ -191,9 +243,10 @@ def collect(
     summary = run_collect(scene, episodes=episodes, steps=steps, out_dir=out, workers=workers, seed=seed,
                           policy=policy, frame_size=parse_frame_size(frame_size), options=parse_options(option),
                           shard_size=shard_size, progress=progress,
-                          plugins=tuple(_pm_plugins()))
+                          plugins=tuple(_pm_plugins()), ray=ray, max_restarts=max_restarts)
     typer.echo(f"wrote {summary['frames']} frames in {len(summary['files'])} shard(s) to {out} "
-               f"({summary['frames_per_s']:.0f} frames/s)")
+               f"({summary['frames_per_s']:.0f} frames/s)"
+               + (f"; {summary['restarts']} Ray worker(s) rebuilt" if summary.get("restarts") else ""))
 
 
 def _pm_plugins() -> list[str]:
@@ -241,8 +294,15 @@ def train(
     resume: bool = typer.Option(True, help="Continue from RUN/train_state.safetensors if present."),
     note: str = typer.Option("", help="Free text for the model card (e.g. how it was trained)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    backend: str = typer.Option("model", "--backend", help="model: a world model; render: a renderer conditioned "
+                                "on each step's engine state (for `--backend render` worlds)."),
+    condition: list[str] = typer.Option([], "--condition", help="Extra per-step condition from the recordings "
+                                        "(repeatable): event (world events), state (engine state)."),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="Copy the autoencoder from this model "
+                                            "(name or path) and skip training one: --stages dynamics,finetune."),
 ) -> None:
-    """Train a world model from recordings (alone, or under torchrun for DDP)."""
+    """Train a world model (or, with --backend render, a render model) from recordings
+    (alone, or under torchrun for DDP)."""
     from simcore.train import TrainConfig
     from simcore.train import train as run_train
 
@@ -251,7 +311,8 @@ def train(
                       ae_steps=ae_steps, dyn_steps=dyn_steps, ft_steps=ft_steps, ae_batch=ae_batch,
                       dyn_batch=dyn_batch, ft_batch=ft_batch, max_minutes=max_minutes, eval_every=eval_every,
                       seed=seed, device=device, compile=compile, resume=resume, note=note, progress=progress,
-                      command=" ".join(["simcore"] + sys.argv[1:]))
+                      command=" ".join(["simcore"] + sys.argv[1:]), backend=backend,
+                      step_conditions=tuple(condition), init_from=init_from)
     path = run_train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         typer.echo(f"model: {path}/model.safetensors (card: {path}/model_card.json)")
@@ -269,19 +330,40 @@ def eval(  # noqa: A001 - the command is `simcore eval`
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default eval/<model name>/)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     card: bool = typer.Option(False, "--card", help="Also write the headline figures into the model's card."),
+    split: list[str] = typer.Option(["id"], "--split", help="id | ood | composition (repeatable; see "
+                                    "simcore/splits.py). ood brings id along for P1's OOD/ID ratio."),
+    probes: bool = typer.Option(True, "--probes/--no-probes", help="Apply every physics probe (P1-P8 and "
+                                "plugins' simcore_probe hooks) with bootstrap intervals and the targets."),
+    condition_as: Optional[str] = typer.Option(None, "--condition-as", help="Dream scenes outside the model's "
+                                               "training set under this (known) scene's conditioning."),
+    gif_scale: int = typer.Option(3, "--gif-scale", help="Pixels per frame pixel in the side-by-side GIFs."),
+    backend: str = typer.Option("model", "--backend", help="model: dream and compare (this report); render: "
+                                "a render model drawing the simulated state, vs the rasterizer (simcore.render)."),
 ) -> None:
     """Roll a world model out against the simulator on held-out seeds: PSNR/SSIM per step,
-    AE round-trip PSNR, long-rollout collapse checks, the targets; report.json, a plot, GIFs."""
+    AE round-trip PSNR, long-rollout collapse checks, every physics probe (P1-P8, plugins)
+    against its floors with 95% bootstrap intervals, the targets; report.json, plots, GIFs."""
     import shlex
+
+    if backend == "render":  # a separate report: simcore.render.evaluate_render
+        _eval_render("render" if model == "default" else model, scene, rollouts, horizon, seed, steps, out,
+                     progress, probes)
+        return
+    if backend != "model":
+        raise SimcoreError(f"--backend must be model or render, got {backend!r}")
 
     from simcore.evaluate import evaluate
 
     cmd = ["simcore", "eval", "--model", model] + [a for s in scene for a in ("--scene", s)]
     cmd += ["--rollouts", str(rollouts), "--horizon", str(horizon), "--long-horizon", str(long_horizon),
             "--seed", str(seed)] + (["--steps", str(steps)] if steps else []) + (["--out", str(out)] if out else [])
+    cmd += [a for s in split for a in ("--split", s)] + ([] if probes else ["--no-probes"])
+    cmd += (["--condition-as", condition_as] if condition_as else []) + \
+        (["--gif-scale", str(gif_scale)] if gif_scale != 3 else [])
     report = evaluate(model, scenes=scene or None, rollouts=rollouts, horizon=horizon, long_horizon=long_horizon,
                       seed=seed, denoise_steps=steps, out_dir=out, progress=progress, plugin_manager=_pm(),
-                      command=shlex.join(cmd))
+                      command=shlex.join(cmd), splits=split or ["id"], probes=probes, condition_as=condition_as,
+                      gif_scale=gif_scale)
 
     def fmt(v: Any, nd: int = 1) -> str:
         if v is None:
@@ -306,9 +388,16 @@ def eval(  # noqa: A001 - the command is `simcore eval`
         measured = fmt(t["measured"], 2) if isinstance(t["measured"], (int, float)) or t["measured"] is None else ""
         typer.echo(f"  [{verdict}] {t['description']}" + (f": {measured}" if measured else "")
                    + (f" ({t['note']})" if t.get("note") else ""))
+    for t in report.get("probe_targets", []):
+        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[t["passed"]]
+        ci = f" [{t['ci'][0]:.3g}, {t['ci'][1]:.3g}]" if t.get("ci") else ""
+        miss = f"; missed by {t['miss']:.3g} ({t['factor']:.3g}x)" if t["miss"] is not None else ""
+        typer.echo(f"  [{verdict}] {t['scene']}: {t['description']}: "
+                   + (f"{t['measured']:.3g}{ci}{miss}" if t["measured"] is not None else t.get("note", "-")))
     files = report["files"]
     typer.echo(f"report: {files['report']}; plot: {files['plot'] or '(none)'}; "
-               f"GIFs: {', '.join(files['gifs'].values())}")
+               f"GIFs: {', '.join(files['gifs'].values())}"
+               + "".join(f"; {k}: {v}" for k, v in (files.get("probe_plots") or {}).items()))
     if card:
         from simcore.checkpoint import update_card
 
@@ -323,6 +412,37 @@ def eval(  # noqa: A001 - the command is `simcore eval`
                                               "seed": report["seed"], "per_scene": summary, "targets": targets,
                                               "report": files["report"]})
         typer.echo(f"model card updated: {path}")
+
+
+def _eval_render(model: str, scene: list[str], rollouts: int, horizon: int, seed: int, steps: Optional[int],
+                 out: Optional[Path], progress: bool, probes: bool) -> None:
+    """``simcore eval --backend render``: PSNR/SSIM of a render model's frames against the
+    scene's rasterizer (same simulated states) and the physics probes next to their floor."""
+    import shlex
+
+    from simcore.render import evaluate_render
+
+    cmd = ["simcore", "eval", "--backend", "render", "--model", model] + [a for s in scene for a in ("--scene", s)]
+    cmd += ["--rollouts", str(rollouts), "--horizon", str(horizon), "--seed", str(seed)]
+    cmd += (["--steps", str(steps)] if steps else []) + (["--out", str(out)] if out else [])
+    cmd += [] if probes else ["--no-probes"]
+    report = evaluate_render(model, scenes=scene or None, rollouts=rollouts, horizon=horizon, seed=seed,
+                             denoise_steps=steps, out_dir=out, probes=probes, progress=progress, plugin_manager=_pm(),
+                             command=shlex.join(cmd))
+    typer.echo(f"render model {report['model']['name']}: {rollouts} rollouts x {horizon} steps, "
+               f"{report['denoise_steps']} denoising steps, seeds {seed}+ (PSNR vs the scene's rasterizer)")
+    typer.echo(f"{'scene':<28} {'AE':>6} {'@1':>6} {'@16':>6} {'@32':>6} {'@64':>6} {'mean':>6}  probes (floor)")
+    for sid, r in report["per_scene"].items():
+        p = r["psnr_at"]
+        cells = " ".join(f"{p[k]:6.1f}" if k in p else f"{'-':>6}" for k in ("1", "16", "32", "64"))
+        pr = r.get("probes")
+        ptxt = "-" if pr is None else (f"H* {pr['mean']['p8_h_star']:.0f}/{horizon}, P1 "
+                                       + ("-" if pr["mean"]["p1_vel_rel_err"] is None else f"{pr['mean']['p1_vel_rel_err']:.3f}")
+                                       + " (" + ("-" if pr["floor_mean"]["p1_vel_rel_err"] is None
+                                                 else f"{pr['floor_mean']['p1_vel_rel_err']:.3f}") + ")")
+        typer.echo(f"{sid:<28} {r['ae_psnr']:6.1f} {cells} {r['psnr_mean']:6.1f}  {ptxt}")
+    files = report["files"]
+    typer.echo(f"report: {files['report']}; plot: {files['plot']}; GIFs: {', '.join(files['gifs'].values())}")
 
 
 @app.command()
@@ -378,6 +498,32 @@ def plugins() -> None:
         where = getattr(plugin, "__name__", type(plugin).__name__)
         typer.echo(f"{name:<12} {where:<32} {', '.join(hooks)}")
     typer.echo(f"native extension: {describe_kernels()}")
+
+
+@app.command()
+def bench(
+    which: bool = typer.Option(False, "--which", help="Only print the active kernel path per device."),
+    quick: bool = typer.Option(False, "--quick", help="A tiny subset (smoke test, seconds)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the JSON report here."),
+    threads: int = typer.Option(0, "--threads", help="torch (and kernel) threads; 0 = torch's default."),
+) -> None:
+    """Native kernels vs PyTorch: patch attention over the issue's grid and the default model end to end."""
+    from simcore import bench as bench_mod
+
+    if which:
+        from simcore.kernels import describe as describe_kernels
+
+        for device, path in bench_mod.which().items():
+            typer.echo(f"{device}: {path}")
+        typer.echo(f"native extension: {describe_kernels()}")
+        return
+    report = bench_mod.run(quick=quick, threads=threads or None)
+    for line in bench_mod.summary_lines(report):
+        typer.echo(line)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        typer.echo(f"wrote {out}")
 
 
 def main(argv: list[str] | None = None) -> None:
