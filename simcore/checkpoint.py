@@ -42,36 +42,53 @@ def resolve(name: str | os.PathLike) -> Path:
 
 def save_model(model: WorldModel, directory: str | os.PathLike, card: dict[str, Any] | None = None) -> Path:
     """Write weights (safetensors, atomically) and the model card; returns the directory."""
+    return write_weights(model, directory, card, fmt=FORMAT, version=VERSION)
+
+
+def write_weights(model, directory: str | os.PathLike, card: dict[str, Any] | None, *, fmt: str, version: str,
+                  card_extra: dict[str, Any] | None = None) -> Path:
+    """Weights as ``model.safetensors`` (format/version/config in its metadata, written
+    atomically through a .tmp) plus ``model_card.json``; shared by every model kind."""
     from safetensors.torch import save_file
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "version": VERSION, "config": json.dumps(model.cfg.to_dict())}
+    meta = {"format": fmt, "version": version, "config": json.dumps(model.cfg.to_dict())}
     tmp = d / "model.safetensors.tmp"
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, d / "model.safetensors")
     if card is not None:
-        card = {**card, "config": model.cfg.to_dict(), "parameters": model.num_parameters()}
+        card = {**card, **(card_extra or {}), "config": model.cfg.to_dict(), "parameters": model.num_parameters()}
         (d / "model_card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
     return d
 
 
-def load_model(name: str | os.PathLike = "default", device: str | torch.device = "cpu") -> WorldModel:
-    """Load a WorldModel in eval mode; every failure names the file and the problem."""
+def read_checked(path: Path, *, fmt: str, version: str, error: type[Exception], what: str, kind: str,
+                 noun: str = "safetensors file", hint: str = "") -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a simcore safetensors file whose metadata names ``fmt`` and
+    ``version``. Every failure raises ``error`` naming the file and the problem, so model
+    checkpoints, render models and session files fail the same legible way."""
     from safetensors import SafetensorError, safe_open
 
-    path = resolve(name)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}") from exc
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a simcore world model (format {meta.get('format')!r}, expected {FORMAT!r})")
-    if meta.get("version") != VERSION:
-        raise CheckpointError(f"{path}: model format version {meta.get('version')!r}; this simcore reads {VERSION!r}")
+        raise error(f"{path}: not a readable {noun} (truncated or corrupt?): {exc}") from exc
+    if meta.get("format") != fmt:
+        raise error(f"{path}: not a {what} (format {meta.get('format')!r}, expected {fmt!r}){hint}")
+    if meta.get("version") != version:
+        raise error(f"{path}: {kind} version {meta.get('version')!r}; this simcore reads {version!r}")
+    return meta, tensors
+
+
+def load_model(name: str | os.PathLike = "default", device: str | torch.device = "cpu") -> WorldModel:
+    """Load a WorldModel in eval mode; every failure names the file and the problem."""
+    path = resolve(name)
+    meta, tensors = read_checked(path, fmt=FORMAT, version=VERSION, error=CheckpointError, what="simcore world model",
+                                 kind="model format")
     try:
         cfg = ModelConfig.from_dict(json.loads(meta["config"]))
     except (KeyError, TypeError, ValueError) as exc:

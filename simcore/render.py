@@ -192,19 +192,10 @@ class RenderModel(WorldModel):
 
 def save_render_model(model: RenderModel, directory: str | os.PathLike, card: dict[str, Any] | None = None) -> Path:
     """Weights (safetensors, format ``simcore.rendermodel``, written atomically) + card."""
-    from safetensors.torch import save_file
+    from simcore.checkpoint import write_weights
 
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": RENDER_FORMAT, "version": RENDER_VERSION, "config": json.dumps(model.cfg.to_dict())}
-    tmp = d / "model.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, d / "model.safetensors")
-    if card is not None:
-        card = {**card, "kind": "render", "config": model.cfg.to_dict(), "parameters": model.num_parameters()}
-        (d / "model_card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
-    return d
+    return write_weights(model, directory, card, fmt=RENDER_FORMAT, version=RENDER_VERSION,
+                         card_extra={"kind": "render"})
 
 
 _RENDER_MODELS: dict[tuple[str, float], RenderModel] = {}
@@ -213,9 +204,7 @@ _RENDER_MODELS: dict[tuple[str, float], RenderModel] = {}
 def load_render_model(name: str | os.PathLike | RenderModel = "render", device: str = "cpu") -> RenderModel:
     """A render model in eval mode from a shipped name ("render"), a directory or a
     .safetensors file (cached per file); every failure names the file and the problem."""
-    from safetensors import SafetensorError, safe_open
-
-    from simcore.checkpoint import CheckpointError, resolve
+    from simcore.checkpoint import CheckpointError, read_checked, resolve
 
     if isinstance(name, RenderModel):
         return name
@@ -226,17 +215,9 @@ def load_render_model(name: str | os.PathLike | RenderModel = "render", device: 
     key = (f"{path}@{device}", path.stat().st_mtime)
     if key in _RENDER_MODELS:
         return _RENDER_MODELS[key]
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}") from exc
-    if meta.get("format") != RENDER_FORMAT:
-        raise CheckpointError(f"{path}: not a simcore render model (format {meta.get('format')!r}, expected "
-                              f"{RENDER_FORMAT!r}); train one with `simcore train DATA --backend render`")
-    if meta.get("version") != RENDER_VERSION:
-        raise CheckpointError(f"{path}: render model version {meta.get('version')!r}; this simcore reads {RENDER_VERSION!r}")
+    meta, tensors = read_checked(path, fmt=RENDER_FORMAT, version=RENDER_VERSION, error=CheckpointError,
+                                 what="simcore render model", kind="render model",
+                                 hint="; train one with `simcore train DATA --backend render`")
     try:
         model = RenderModel(ModelConfig.from_dict(json.loads(meta["config"])))
         model.load_state_dict(tensors)

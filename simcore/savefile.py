@@ -406,21 +406,14 @@ def save_session(target: "World | Session", path: str | os.PathLike) -> Path:
 
 def read_payload(path: str | os.PathLike) -> dict[str, Any]:
     """Read and decode a .simsave file; every failure names the file and the problem."""
-    from safetensors import SafetensorError, safe_open
+    from simcore.checkpoint import read_checked
 
     path = Path(path)
     if not path.is_file():
         raise SaveFileError(f"{path}: no such session file")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise SaveFileError(f"{path}: not a readable session file (truncated or corrupt?): {exc}") from exc
-    if meta.get("format") != FORMAT:
-        raise SaveFileError(f"{path}: not a simcore session file (format {meta.get('format')!r}, expected {FORMAT!r})")
-    if meta.get("version") != VERSION:
-        raise SaveFileError(f"{path}: session format version {meta.get('version')!r}; this simcore reads {VERSION!r}")
+    meta, tensors = read_checked(path, fmt=FORMAT, version=VERSION, error=SaveFileError,
+                                 what="simcore session file", kind="session format",
+                                 noun="session file")
     try:
         payload = decode_tree(json.loads(meta["session"]), tensors)
         _check_payload(payload)
