@@ -167,6 +167,26 @@ def _import_ray():
     return ray
 
 
+def ray_init(**kwargs: Any) -> None:
+    """``ray.init`` from a neutral working directory.
+
+    Ray puts the driver's working directory on every worker's ``sys.path``. Started from
+    a source checkout (the repository root, where CI and most users run), the workers
+    would import the checkout's ``simcore/`` — which lacks ``simcore.plugins`` and
+    ``simcore.scenes``, mapped in only at install time — instead of the installed package,
+    and every actor would die on import. Connecting from the temp directory avoids that.
+    """
+    import tempfile
+
+    ray = _import_ray()
+    here = os.getcwd()
+    os.chdir(tempfile.gettempdir())
+    try:
+        ray.init(**kwargs)
+    finally:
+        os.chdir(here)
+
+
 def _collect_ray(job: CollectJob, tasks: list[tuple[int, int]], workers: int, address: str, bar,
                  max_restarts: int) -> tuple[list[str], int, int]:
     """Record ``tasks`` (first, count) with ``workers`` Ray actors; returns (files, frames, restarts).
@@ -187,10 +207,9 @@ def _collect_ray(job: CollectJob, tasks: list[tuple[int, int]], workers: int, ad
     if not ray.is_initialized():
         try:
             if address == "local":
-                ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False,
-                         log_to_driver=False)
+                ray_init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
             else:
-                ray.init(address=address, log_to_driver=False)
+                ray_init(address=address, log_to_driver=False)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise SimcoreError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
         started = True

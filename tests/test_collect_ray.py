@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simcore.collect import collect
+from simcore.collect import collect, ray_init
 from simcore.errors import SimcoreError
 from simcore.recording import read_episodes
 
@@ -16,7 +16,7 @@ SCENE = "simcore/BouncingBalls-v0"
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray_init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
 
