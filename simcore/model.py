@@ -173,8 +173,10 @@ def rope_angles(head_dim: int, t: torch.Tensor, y: torch.Tensor, x: torch.Tensor
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x[..., :half], x[..., half:]) of x (..., L, head_dim)."""
+    """Rotate pairs (x[..., :half], x[..., half:]) of x (..., L, head_dim); the angles
+    (fp32) are cast to x's dtype so a bf16/fp16 model stays in its precision."""
     x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
@@ -352,12 +354,13 @@ class DiT(nn.Module):
     def cond(self, tau, actions, scene, extra: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Per-frame conditioning (B, T, D) from noise levels tau (B, T), actions (B, T)
         (0 = none, a+1 = action a), scene index (B,), extra vectors name -> (B, T, n)."""
-        c = self.t_embed(timestep_embedding(tau, self.cfg.dit.dim))
+        dtype = self.action_embed.weight.dtype  # fp32 here, bf16/fp16 when the model is cast for a GPU
+        c = self.t_embed(timestep_embedding(tau, self.cfg.dit.dim).to(dtype))
         c = c + self.action_embed(actions) + self.scene_embed(scene)[:, None]
         for name, layer in self.cond_embed.items():
             if extra is None or name not in extra:
                 raise KeyError(f"the model needs conditioning {name!r}; got {sorted(extra or {})}")
-            c = c + layer(extra[name].float())
+            c = c + layer(extra[name].to(dtype))
         return c
 
     def rope(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

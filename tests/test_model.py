@@ -157,6 +157,26 @@ def test_cached_rollout_matches_uncached_within_window():
     assert (other.generate(actions[0], ex) - outs[True][0]).abs().max() > 1e-3
 
 
+def test_bf16_model_rolls_out_close_to_fp32():
+    """A model cast to bf16 (as on a GPU) runs end to end: conditioning and RoPE follow the
+    weights' dtype instead of promoting q/k to fp32 (which SDPA rejects)."""
+    model = randomized(config_for("tiny", cond_dims=COND, num_actions=3))
+    ex = {"scene_params": torch.tensor([0.1, 0.5, 0.3, 0.6])}
+    z0 = _prompt(model)
+    outs = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        m = randomized(config_for("tiny", cond_dims=COND, num_actions=3)).to(dtype)
+        roll = Rollout(m, seed=11)
+        roll.prompt(z0.to(dtype), [[0, 2]], ex)
+        z = roll.generate(1, ex)
+        assert z.dtype == dtype
+        assert m.decode_latents(z[:, None]).dtype == torch.uint8
+        outs[dtype] = z.float()
+    scale = outs[torch.float32].abs().max()
+    assert scale > 1e-3
+    assert (outs[torch.bfloat16] - outs[torch.float32]).abs().max() < 0.05 * scale
+
+
 def test_cached_rollout_cost_is_bounded():
     model = randomized(config_for("tiny", cond_dims=COND, num_actions=3))
     W = model.cfg.dit.window
