@@ -11,6 +11,13 @@ mkdir -p benchmarks/results
 export SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy PYTHONSAFEPATH=1
 LOG=benchmarks/results/gpu_tests.log
 
+# The device image lacks gymnasium and pygame: `bash benchmarks/gpu_wheels.sh` here fetches
+# them into .whl/ (carry it); they are installed once per machine.
+if [ -d .whl ] && ! python -c "import gymnasium, pygame" 2>/dev/null; then
+  python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+fi
+[ -d /tmp/site ] && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
 command -v nvcc && nvcc --version | tail -n 2
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
@@ -24,7 +31,7 @@ if ! CUDAARCHS=native python -m pip install --no-build-isolation --no-deps -e . 
         -Dpybind11_DIR="$(python -c 'import pybind11; print(pybind11.get_cmake_dir())')" &&
     cmake --build build/gpu -j 8 &&
     cp build/gpu/_C*.so simcore/   # untracked build products: do not commit them
-  export PYTHONPATH=$PWD
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
 python -c "from simcore import kernels; print(kernels.describe())"
 # a one-minute smoke check: attention errors vs float64 next to SDPA's, every backend/variant

@@ -392,6 +392,8 @@ def eval(  # noqa: A001 - the command is `simcore eval`
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[t["passed"]]
         ci = f" [{t['ci'][0]:.3g}, {t['ci'][1]:.3g}]" if t.get("ci") else ""
         miss = f"; missed by {t['miss']:.3g} ({t['factor']:.3g}x)" if t["miss"] is not None else ""
+        if t.get("floor_unusable"):
+            miss += "; floor unusable: the autoencoder round trip loses the objects"
         typer.echo(f"  [{verdict}] {t['scene']}: {t['description']}: "
                    + (f"{t['measured']:.3g}{ci}{miss}" if t["measured"] is not None else t.get("note", "-")))
     files = report["files"]

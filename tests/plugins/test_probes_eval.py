@@ -87,6 +87,27 @@ def test_drift_summary_finds_h_star():
     assert flat["h_star"]["value"] == 10 and not flat["exceeded"]  # never exceeded: H* = the horizon
 
 
+def test_a_broken_autoencoder_floor_fails_ratio_targets():
+    """An autoencoder that loses the objects makes its round-trip floor as bad as the model:
+    the ratio is ~1 but the verdict must not pass."""
+    def probe(ae_err):
+        per = {"model": [1.0, 1.2], "floor_gt": [0.001, 0.001], "floor_ae": [ae_err, ae_err]}
+        floor = [max(a, b) for a, b in zip(per["floor_gt"], per["floor_ae"])]
+        return {"count": 2, "per_rollout": per, "floor_ae": bootstrap.summary(per["floor_ae"]),
+                "ratio": bootstrap.ratio_summary(per["model"], floor)}
+    for ae_err, ok in ((1.0, False), (0.01, False)):
+        results = {"id": {"probes": {"p1": probe(ae_err), "p5": {"share": {"value": 0.0, "ci": [0, 0]}},
+                                     "p8": {}}}}
+        (t,) = [t for t in probe_report.scene_targets(BALLS, True, results, 64) if t["target"] == "p1_id"]
+        assert t["passed"] is ok
+        assert bool(t.get("floor_unusable")) is (ae_err > probe_report.FLOOR_AE_LIMIT)
+    good = probe(0.01)
+    good["ratio"] = {"value": 1.2, "ci": [1.1, 1.3], "n": 2}
+    results = {"id": {"probes": {"p1": good, "p5": {"share": {"value": 0.0, "ci": [0, 0]}}, "p8": {}}}}
+    (t,) = [t for t in probe_report.scene_targets(BALLS, True, results, 64) if t["target"] == "p1_id"]
+    assert t["passed"] is True and not t.get("floor_unusable")
+
+
 def test_judge_states_the_miss():
     up = probe_report.judge("p1_id", {"value": 6.0, "ci": [5, 7]}, BALLS)
     assert up["passed"] is False and up["miss"] == pytest.approx(4.5) and up["factor"] == pytest.approx(4.0)
@@ -253,7 +274,9 @@ def test_targets_with_misses_as_numbers(result):
     assert ("p8_h_star", PONG) not in by  # H* is judged on ball scenes
     for t in report["probe_targets"]:
         assert set(t) >= {"target", "scene", "split", "threshold", "op", "measured", "ci", "passed", "miss", "factor"}
-        if t["passed"] is False:
+        if t["passed"] is False and t.get("floor_unusable"):
+            assert "FLOOR UNUSABLE" in t["note"]  # an untrained autoencoder: no ratio to its floor passes
+        elif t["passed"] is False:
             gap = t["measured"] - t["threshold"] if t["op"] == "<=" else t["threshold"] - t["measured"]
             assert t["miss"] == pytest.approx(gap) and t["miss"] > 0
         if t["passed"] is None:
