@@ -318,11 +318,23 @@ def make(
 
 def make_vec(scene_id: str, num_envs: int, *, vectorization_mode: str = "sync", **kwargs: Any) -> gym.vector.VectorEnv:
     """``num_envs`` copies of a World in a Gymnasium vector env ("sync" in-process, or
-    "async" one subprocess each). ``kwargs`` go to :func:`make`."""
+    "async" one subprocess each). ``kwargs`` go to :func:`make`.
+
+    ``vectorization_mode="batched"`` (``backend="model"`` only) steps every dreamed env
+    through one batched rollout and one batched decode instead of ``num_envs`` separate
+    models (:class:`simcore.batched.BatchedModelEnv`; the way to run 64+ agents on a GPU)."""
     if int(num_envs) < 1:
         raise SimcoreError(f"num_envs must be at least 1, got {num_envs!r}")
-    if vectorization_mode not in ("sync", "async"):
-        raise SimcoreError(f"vectorization_mode must be 'sync' or 'async', got {vectorization_mode!r}")
+    if vectorization_mode not in ("sync", "async", "batched"):
+        raise SimcoreError(f"vectorization_mode must be 'sync', 'async' or 'batched', got {vectorization_mode!r}")
+    if vectorization_mode == "batched":
+        backend = kwargs.pop("backend", "sim")
+        if backend != "model":
+            raise SimcoreError(f"vectorization_mode='batched' batches dreamed envs: it needs backend='model', "
+                               f"got backend={backend!r}")
+        from simcore.batched import BatchedModelEnv
+
+        return BatchedModelEnv(scene_id, int(num_envs), **kwargs)
     make(scene_id, **kwargs).close()  # fail here, with a clear error, not in a worker
     fns = [lambda: make(scene_id, **kwargs) for _ in range(int(num_envs))]
     if vectorization_mode == "sync":

@@ -188,3 +188,16 @@ def test_benchmark_script_runs(model, tmp_path):
                                                                  ("separate", 3)]
     assert all(r["env_frames_per_s"] > 0 for r in rep["results"]) and "cores" in rep["machine"]
     assert set(rep["speedup_batched_over_separate"]) == {"1", "3"}
+
+
+def test_make_vec_batched_mode_is_the_batched_env(model):
+    env = simcore.make_vec(SCENE, 2, vectorization_mode="batched", backend="model", model=model)
+    assert isinstance(env, BatchedModelEnv) and env.num_envs == 2
+    obs, _ = env.reset(seed=1)
+    obs, *_ = env.step(np.array([0, 1]))
+    assert obs.shape == (2, 64, 64, 3)
+    env.close()
+    with pytest.raises(simcore.SimcoreError, match="needs backend='model'"):
+        simcore.make_vec(SCENE, 2, vectorization_mode="batched")
+    with pytest.raises(simcore.SimcoreError, match="'sync', 'async' or 'batched'"):
+        simcore.make_vec(SCENE, 2, vectorization_mode="ray")
