@@ -37,3 +37,31 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(prev)
+
+
+@pytest.fixture
+def run_benchmark(tmp_path):
+    """``run_benchmark(script, *args)``: run ``benchmarks/<script>`` end to end with
+    ``--quick`` on a tiny random model saved under ``tmp_path`` (smoke runs: the report's
+    shape is checked, never its timings); returns the JSON report it wrote."""
+    return lambda script, *args: _run_benchmark(tmp_path, script, *args)
+
+
+def _run_benchmark(tmp_path, script: str, *args: str) -> dict:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from simcore.checkpoint import save_model
+    from simcore.model import WorldModel, config_for
+
+    cfg = config_for("tiny", scenes=("simcore/BouncingBalls-v0", "simcore/Pong-v0"), num_actions=3,
+                     cond_dims={"scene_params": 4})
+    model_dir = save_model(WorldModel(cfg), tmp_path / "tiny_model")
+    out = tmp_path / "report.json"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / script), "--quick", "--model", str(model_dir),
+                           "--out", str(out), *args], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(out.read_text())

@@ -1,33 +1,15 @@
 """Benchmark scripts run end to end (smoke runs with tiny random models; timings not checked)."""
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from simcore.checkpoint import save_model
-from simcore.model import WorldModel, config_for
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.mark.slow
-def test_rollout_speed_quick_reports_every_figure(tmp_path):
-    cfg = config_for("tiny", scenes=("simcore/BouncingBalls-v0", "simcore/Pong-v0"), num_actions=3,
-                     cond_dims={"scene_params": 4})
-    model_dir = save_model(WorldModel(cfg), tmp_path / "tiny_model")
-    out = tmp_path / "r.json"
+def test_rollout_speed_quick_reports_every_figure(run_benchmark):
     # one thread: no oversubscription when the suite (or other work) shares the cores
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "rollout_speed.py"), "--quick", "--model", str(model_dir),
-         "--out", str(out), "--no-progress", "--threads", "1"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    rep = json.loads(out.read_text())
+    rep = run_benchmark("rollout_speed.py", "--no-progress", "--threads", "1")
 
     assert rep["benchmark"] == "rollout_speed" and "--quick" in rep["command"]
     for key in ("cpu", "cores", "torch", "torch_threads"):

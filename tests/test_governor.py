@@ -250,24 +250,9 @@ def test_cli_play_with_a_target_fps_reports_the_governor(tmp_path, tiny_model, c
 
 
 @pytest.mark.slow
-def test_benchmark_quick_run_writes_every_part(tmp_path):
+def test_benchmark_quick_run_writes_every_part(run_benchmark):
     """benchmarks/governor.py end to end with a tiny model (timings not checked)."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from simcore.checkpoint import save_model
-
-    cfg = config_for("tiny", scenes=("simcore/BouncingBalls-v0", "simcore/Pong-v0"), num_actions=3,
-                     cond_dims={"scene_params": 4})
-    model_dir = save_model(WorldModel(cfg), tmp_path / "tiny")
-    out = tmp_path / "g.json"
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "governor.py"), "--quick", "--model",
-                           str(model_dir), "--out", str(out)], capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    rep = json.loads(out.read_text())
+    rep = run_benchmark("governor.py")
     assert rep["benchmark"] == "governor" and "cores" in rep["machine"]
     assert set(rep["ms_per_frame_idle"]) == {str(s) for s in range(1, 9)}
     assert {r["mode"] for r in rep["load_runs"]} == {"governed", "fixed_4_steps"}

@@ -229,24 +229,9 @@ def test_cli_play_with_watchdog_reports_its_events(tmp_path, tiny_model, capsys)
 
 
 @pytest.mark.slow
-def test_benchmark_quick_run_scores_every_condition(tmp_path):
+def test_benchmark_quick_run_scores_every_condition(run_benchmark):
     """benchmarks/watchdog.py end to end with a tiny model (figures not checked)."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from simcore.checkpoint import save_model
-
-    cfg = config_for("tiny", scenes=("simcore/BouncingBalls-v0", "simcore/Pong-v0"), num_actions=3,
-                     cond_dims={"scene_params": 4})
-    model_dir = save_model(WorldModel(cfg), tmp_path / "tiny")
-    out = tmp_path / "w.json"
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "watchdog.py"), "--quick", "--model",
-                           str(model_dir), "--out", str(out)], capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    rep = json.loads(out.read_text())
+    rep = run_benchmark("watchdog.py")
     assert {(r["scene"], r["condition"]) for r in rep["runs"]} == {
         (s, c) for s in ("simcore/BouncingBalls-v0", "simcore/Pong-v0") for c in ("off", "reanchor", "context_noise")}
     assert all(r["horizon"] > 0 and r["h_star"] >= 1 for r in rep["runs"])
