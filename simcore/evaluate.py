@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from simcore import plots
 from simcore.errors import SimcoreError
 from simcore.jsonable import jsonable
 from simcore.machine import describe as describe_machine
@@ -427,14 +428,9 @@ def write_side_by_side(path: Path, model_frames: np.ndarray, sim_frames: np.ndar
 
 def write_plot(path: Path, report: dict[str, Any]) -> Path:
     """PSNR and SSIM per horizon step per scene, with the target lines (matplotlib, Agg)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     per_scene = report["per_scene"]
     has_long = any(r.get("long") for r in per_scene.values())
-    fig = Figure(figsize=(15 if has_long else 10, 4.2))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3 if has_long else 2)
+    fig, axes = plots.figure(15 if has_long else 10, 4.2, 1, 3 if has_long else 2)
     ax_p, ax_s = axes[0], axes[1]
     any_inf = False
     for scene, r in per_scene.items():
@@ -462,11 +458,8 @@ def write_plot(path: Path, report: dict[str, Any]) -> Path:
     ax_p.legend(fontsize=7)
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{report['model']['name']}: {report['denoise_steps']} denoising steps, seeds from {report['seed']}",
-                 fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return plots.save(fig, path, f"{report['model']['name']}: {report['denoise_steps']} denoising steps, "
+                                 f"seeds from {report['seed']}", dpi=110)
 
 
 # ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from simcore import bootstrap
+from simcore import bootstrap, plots
 
 #: probe -> (metric judged, further metrics reported); all are errors (lower is better)
 OFFLINE_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -306,19 +306,10 @@ def scene_targets(scene: str, is_ball_scene: bool, results: dict[str, dict], hor
 # ---------------------------------------------------------------------------
 
 
-def _figure(w: float, h: float, rows: int, cols: int):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(w, h))
-    FigureCanvasAgg(fig)
-    return fig, np.atleast_1d(fig.subplots(rows, cols)).ravel()
-
-
 def write_horizon_plot(path, entries: list[tuple[str, dict]], title: str = "") -> Any:
     """Error vs horizon: P8 position error (median over rollouts, radii, 95 % band) and
     PSNR per step (mean, band), one line per (scene, split) in ``entries``."""
-    fig, (ax_e, ax_p) = _figure(12, 4.4, 1, 2)
+    fig, (ax_e, ax_p) = plots.figure(12, 4.4, 1, 2)
     for label, r in entries:
         d = r["probes"]["p8"]
         if d.get("median_err"):
@@ -341,11 +332,7 @@ def write_horizon_plot(path, entries: list[tuple[str, dict]], title: str = "") -
     for ax in (ax_e, ax_p):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return plots.save(fig, path, title)
 
 
 def write_bars_plot(path, entries: list[tuple[str, dict]], title: str = "") -> Any:
@@ -355,7 +342,7 @@ def write_bars_plot(path, entries: list[tuple[str, dict]], title: str = "") -> A
         return p in r["probes"] and bool(r["probes"][p]["model"]["n"] or r["probes"][p]["floor_gt"]["n"])
 
     probes = [p for p in OFFLINE_METRICS if any(measured(r, p) for _, r in entries)]
-    fig, axes = _figure(4.2 * (len(probes) + 1), 4.6, 1, len(probes) + 1)
+    fig, axes = plots.figure(4.2 * (len(probes) + 1), 4.6, 1, len(probes) + 1)
     sides = (("model", "model"), ("floor_gt", "floor: ground truth"), ("floor_ae", "floor: AE round trip"))
     for ax, p in zip(axes, probes):
         rows = [(lab, r["probes"][p]) for lab, r in entries if measured(r, p)]
@@ -380,11 +367,7 @@ def write_bars_plot(path, entries: list[tuple[str, dict]], title: str = "") -> A
     ax.set_xticks(x, [lab for lab, _ in entries], rotation=60, ha="right", fontsize=6)
     ax.set(ylim=(0, 1.05), title="P5 permanence: share of rollouts with a violation")
     ax.legend(fontsize=6)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return plots.save(fig, path, title)
 
 
 def _floats(obj: Any) -> Any:

@@ -294,12 +294,9 @@ def _ae_psnr(model: WorldModel, frames: np.ndarray, batch: int = 64) -> float:
 
 def _write_plot(path: Path, report: dict[str, Any]) -> Path:
     """PSNR and SSIM per step per scene (matplotlib, Agg), the AE bound dashed."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from simcore import plots
 
-    fig = Figure(figsize=(10, 4))
-    FigureCanvasAgg(fig)
-    ax_p, ax_s = fig.subplots(1, 2)
+    fig, (ax_p, ax_s) = plots.figure(10, 4, 1, 2)
     for i, (scene, r) in enumerate(report["per_scene"].items()):
         steps = np.arange(1, len(r["psnr"]) + 1)
         line, = ax_p.plot(steps, np.minimum(np.asarray(r["psnr"], dtype=float), 60.0), marker=".", label=scene)
@@ -311,9 +308,7 @@ def _write_plot(path: Path, report: dict[str, Any]) -> Path:
     for ax in (ax_p, ax_s):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return plots.save(fig, path, dpi=110)
 
 
 def _probe_summary(res: dict[str, Any]) -> dict[str, Any]:
