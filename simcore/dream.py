@@ -170,6 +170,8 @@ class ModelBackend:
         self.frame_start = start = self.clock()
         cond = self.conditioning(t)
         z = self.rollout.generate(int(action) + 1, cond)  # (1, C, h, w), now the newest context frame
+        if z.is_cuda:  # launches are asynchronous: time the work, not the launch (the governor budgets on it)
+            torch.cuda.synchronize(z.device)
         made = self.clock()
         frame = self.model.decode_latents(z[:, None])[0, 0].cpu().numpy()
         self.timings = {"generate": made - start, "decode": self.clock() - made, "steps": float(self.rollout.steps)}
@@ -216,10 +218,6 @@ class ModelBackend:
             self._base_ctx_noise = self.rollout.ctx_noise
         self.rollout.ctx_noise = max(level, self._base_ctx_noise)
         self._noise_boost = frames
-
-    @property
-    def context_noise_boosted(self) -> bool:
-        return self._noise_boost > 0
 
     # -- snapshots -----------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

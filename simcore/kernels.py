@@ -339,7 +339,7 @@ def ada_layernorm(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps
     _check_same("x, shift and scale", x, shift, scale)
     if not (eps > 0 and math.isfinite(eps)):
         raise KernelInputError(f"eps must be a positive finite number, got {eps!r}")
-    if (mod := _use_cuda(x, shift, scale)) is not None and hasattr(mod, "ada_layernorm"):
+    if (mod := _use_cuda(x, shift, scale)) is not None:
         return mod.ada_layernorm(x, shift, scale, eps=eps)
     mod = _use_cpu_native(x, shift, scale)
     if mod is not None and x.numel() > 0:

@@ -58,12 +58,9 @@ SIMT, TC = 0, 1
 
 
 def _error(msg: str) -> Exception:
-    try:  # the kernels' own error type when simcore.kernels defines it
-        from simcore.kernels import KernelInputError
+    from simcore.kernels import KernelInputError
 
-        return KernelInputError(msg)
-    except ImportError:  # pragma: no cover - older kernels.py
-        return ValueError(msg)
+    return KernelInputError(msg)
 
 
 # ---------------------------------------------------------------------------
@@ -121,7 +118,9 @@ _cache: dict[str, Any] = {}
 
 
 def _forced_reference() -> bool:
-    return os.environ.get(FORCE_REFERENCE_ENV, "") not in ("", "0")
+    from simcore.kernels import forced_reference
+
+    return forced_reference()
 
 
 def _try_compiled() -> tuple[Any | None, str]:

@@ -221,22 +221,6 @@ def _kernel_path(x: torch.Tensor, c: torch.Tensor) -> bool:
     return path != "reference" and (path != "compiled-cpu" or x.dtype == torch.float32)
 
 
-def _mask_frame_len(mask: torch.Tensor | None, t: int, n: int) -> int:
-    """Frame length for simcore.kernels.patch_attention if ``mask`` is one it expresses:
-    None (every key visible) or the block-causal mask over t frames of n tokens; else 0.
-    The check runs once per mask tensor (DiT.forward builds one per call and passes it
-    to every block) and is remembered on the tensor."""
-    if mask is None:
-        return n
-    known = getattr(mask, "_simcore_frame_len", None)
-    if known is None:
-        known = 0
-        if mask.dtype == torch.bool and tuple(mask.shape) == (t * n, t * n):
-            known = n if torch.equal(mask, kernels.frame_mask(t * n, t * n, n, device=mask.device)) else 0
-        mask._simcore_frame_len = known
-    return known
-
-
 class Block(nn.Module):
     """Pre-norm transformer block with adaLN-Zero modulation from per-frame cond."""
 
@@ -249,12 +233,15 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def forward(self, x, c, rope, mask=None, cache=None):
+    def forward(self, x, c, rope, *, causal=False, mask=None, cache=None, fast=None):
         """x (B, T, N, D) tokens, c (B, T, D) cond.
 
-        rope: (cos, sin) for the query positions. mask: (T·N, T·N) bool (True = attend).
-        cache: {"k", "v": (B, H, L, hd)} keys (already rotated to their positions) and
-        values of context tokens; with a cache, queries see the cache plus themselves.
+        rope: (cos, sin) for the query positions. causal: block-causal over the T frames
+        (a token sees its own and earlier frames) instead of every token seeing every
+        other; ``mask`` is that (T·N, T·N) bool mask for the SDPA path, when the caller
+        built it once for all blocks. cache: {"k", "v": (B, H, L, hd)} keys (already
+        rotated to their positions) and values of context tokens; with a cache, queries
+        see the cache plus themselves. fast: use simcore.kernels (default: decided here).
         Returns (x, (k, v)) with this call's un-rotated keys/values.
         """
         b, t, n, d = x.shape
@@ -262,7 +249,7 @@ class Block(nn.Module):
         # Inference (nothing needs autograd) goes through simcore.kernels: fused adaLN and
         # the native patch attention where a native path exists for this device/dtype.
         # Training keeps the differentiable torch ops below.
-        fast = _kernel_path(x, c)
+        fast = _kernel_path(x, c) if fast is None else fast
         if fast:
             h = kernels.ada_layernorm(x, shift1, scale1, eps=self.norm1.eps).reshape(b, t * n, d)
         else:
@@ -270,18 +257,19 @@ class Block(nn.Module):
         q, k, v = self.attn.qkv_heads(h)  # (B, H, T·N, hd)
         cos, sin = rope
         qr, kr = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        frame_len = _mask_frame_len(mask, t, n) if fast else 0
-        if frame_len:  # the mask is None (all visible) or block-causal over frames of n tokens
-            # keys/values = cache then this call's: the kernel reads the cache in place (no cat)
+        if fast:
+            # keys/values = cache then this call's (the CPU kernel reads the pair in place)
             keys, vals = ((cache["k"], kr), (cache["v"], v)) if cache is not None else (kr, v)
-            a = kernels.patch_attention(qr, keys, vals, frame_len=frame_len, causal=mask is not None)
+            a = kernels.patch_attention(qr, keys, vals, frame_len=n, causal=causal)
         else:
             if cache is not None:
                 kr = torch.cat([cache["k"], kr], dim=2)
                 vv = torch.cat([cache["v"], v], dim=2)
             else:
                 vv = v
-            a = F.scaled_dot_product_attention(qr, kr, vv, attn_mask=mask)  # (B, H, T·N, hd)
+            if causal and mask is None:
+                mask = kernels.frame_mask(t * n, t * n, n, device=x.device)
+            a = F.scaled_dot_product_attention(qr, kr, vv, attn_mask=mask if causal else None)  # (B, H, T·N, hd)
         a = a.transpose(1, 2).reshape(b, t, n, d)
         x = x + gate1[:, :, None] * self.attn.proj(a)
         if fast:
@@ -376,8 +364,7 @@ class DiT(nn.Module):
     def block_causal_mask(self, t: int, device=None) -> torch.Tensor:
         """(T·N, T·N) bool: a token attends to every token of its own and earlier frames."""
         n = self.grid[0] * self.grid[1]
-        frame = torch.arange(t, device=device).repeat_interleave(n)
-        return frame[:, None] >= frame[None, :]
+        return kernels.frame_mask(t * n, t * n, n, device=device)
 
     # -- forward ----------------------------------------------------------------------
     def forward(self, z, tau, actions, scene, extra=None, *, positions=None, cache=None, return_kv=False):
@@ -395,10 +382,12 @@ class DiT(nn.Module):
         x = self.embed(self.patchify(z))  # (B, T, N, D)
         c = self.cond(tau, actions, scene, extra)  # (B, T, D)
         rope = self.rope(positions)
-        mask = None if cache is not None or t == 1 else self.block_causal_mask(t, z.device)
+        causal = cache is None and t > 1  # with a cache, the frame(s) here see everything
+        fast = _kernel_path(x, c)  # one path decision for every block
+        mask = self.block_causal_mask(t, z.device) if causal and not fast else None  # built once, SDPA path only
         kvs = []
         for i, blk in enumerate(self.blocks):
-            x, kv = blk(x, c, rope, mask=mask, cache=None if cache is None else cache[i])
+            x, kv = blk(x, c, rope, causal=causal, mask=mask, cache=None if cache is None else cache[i], fast=fast)
             kvs.append(kv)
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
         v = self.unpatchify(self.out(modulate(self.final_norm(x), shift, scale)))

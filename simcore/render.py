@@ -279,19 +279,6 @@ class RenderBackend(_model_backend()):
 REPORT_STEPS = (1, 16, 32, 64)
 
 
-def _ae_psnr(model: WorldModel, frames: np.ndarray, batch: int = 64) -> float:
-    """Mean PSNR of frames (N, H, W, 3) uint8 after an autoencoder round trip."""
-    from simcore.evaluate import frame_psnr
-
-    values = []
-    with torch.no_grad():
-        for i in range(0, len(frames), batch):
-            f = torch.from_numpy(np.ascontiguousarray(frames[i:i + batch]))
-            rec = model.to_uint8(model.ae(model.to_unit(f))).numpy()
-            values.append(frame_psnr(rec, frames[i:i + batch]))
-    return float(np.concatenate(values).mean())
-
-
 def _write_plot(path: Path, report: dict[str, Any]) -> Path:
     """PSNR and SSIM per step per scene (matplotlib, Agg), the AE bound dashed."""
     from simcore import plots
@@ -349,6 +336,7 @@ def evaluate_render(model: Any = "render", scenes: list[str] | None = None, roll
 
     import simcore
     from simcore.errors import SimcoreError
+    from simcore import evaluate
     from simcore.evaluate import frame_psnr, ssim, write_side_by_side
     from simcore.jsonable import jsonable
     from simcore.machine import describe as describe_machine
@@ -414,7 +402,7 @@ def evaluate_render(model: Any = "render", scenes: list[str] | None = None, roll
                 "ssim_at": {str(k): float(scurve[k - 1]) for k in REPORT_STEPS if k <= len(scurve)},
                 "psnr_mean": float(curve.mean()), "ssim_mean": float(scurve.mean()),
                 "rollout_mean_psnr": [round(float(v), 3) for v in ps.mean(axis=1)],
-                "ae_psnr": _ae_psnr(m, np.concatenate([x["sim"] for x in runs])),
+                "ae_psnr": evaluate._ae_psnr(m, np.concatenate([x["sim"] for x in runs])),
                 "worst_rollout": {"seed": runs[worst]["seed"], "gif": str(gif)},
                 "long": None,
             }

@@ -76,7 +76,7 @@ class GraphedRollout:
         """(Re)allocate the static buffers when the conditioning signature changes."""
         r = self.rollout
         sig = (None if not ex else tuple(sorted((k, tuple(v.shape), v.dtype) for k, v in ex.items())),
-               r.k.data_ptr(), r.v.data_ptr())
+               r.k.data_ptr(), r.v.data_ptr(), r.steps, r.ctx_noise)  # steps/ctx noise are baked into the graph
         if self._static is None or sig != self._signature:
             self.reset_graph()
             dev, w = r.device, r.window

@@ -183,7 +183,7 @@ class World(gym.Env):
         """Everything needed to rewind to this moment: state, RNG, step, options."""
         if self._state is None:
             raise SimcoreError("call reset() before snapshot()")
-        return copy.deepcopy({
+        snap = copy.deepcopy({
             "scene": self.scene_id,
             "backend": self.backend,
             "state": self._state,
@@ -191,9 +191,12 @@ class World(gym.Env):
             "t": self._t,
             "options": self.options,
             "frame": self._frame,
-            "dream": self._generator.snapshot() if self._generator is not None else None,
             "events": {"pending": [e.to_dict() for e in self._pending_events], "step": self._step_events},
         })
+        # the generator's snapshot is already a copy (Rollout.state_dict clones the KV cache):
+        # deep-copying it again would copy the cache twice on every rewind-ring step
+        snap["dream"] = self._generator.snapshot() if self._generator is not None else None
+        return snap
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Return to a snapshot taken from a world of the same scene and backend."""
