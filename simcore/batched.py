@@ -43,7 +43,7 @@ import torch
 from simcore.errors import InvalidActionError, SimcoreError
 from simcore.rollout import Rollout
 
-__all__ = ["BatchedModelEnv", "make_batched"]
+__all__ = ["BatchedModelEnv"]
 
 
 class _RowSeededRollout(Rollout):
@@ -278,9 +278,3 @@ class BatchedModelEnv(gym.vector.VectorEnv):
     def cohorts(self) -> list[list[int]]:
         """Env indices per rollout batch (one list when all envs were reset together)."""
         return [list(c.envs) for c in self._cohorts]
-
-
-def make_batched(scene_id: str, num_envs: int, **kwargs: Any) -> BatchedModelEnv:
-    """``num_envs`` dreamed envs of ``scene_id`` in one :class:`BatchedModelEnv`;
-    ``kwargs`` as for ``simcore.make(scene_id, backend="model", ...)``."""
-    return BatchedModelEnv(scene_id, num_envs, **kwargs)

@@ -44,14 +44,13 @@ def bootstrap_ci(values, statistic: Callable[..., np.ndarray] = np.mean, *, resa
                  level: float = LEVEL, seed: int = SEED) -> tuple[float, float]:
     """Percentile-bootstrap interval of ``statistic`` (called with ``axis=1`` on a
     (resamples, n) array) over ``values`` (n,). None/NaN/inf entries are dropped; with
-    no value left the interval is (nan, nan), with one value it is that value twice."""
+    fewer than two values left the interval is (nan, nan): one rollout has no spread to
+    resample, and printing it as [v, v] would read like a certain figure."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     v = _clean(values)
-    if not len(v):
+    if len(v) < 2:
         return (math.nan, math.nan)
-    if len(v) == 1:
-        return (float(v[0]), float(v[0]))
     return _interval(np.asarray(statistic(v[_indices(len(v), resamples, seed)], axis=1), dtype=np.float64), level)
 
 
@@ -59,18 +58,15 @@ def bootstrap_ratio_ci(num, den, *, resamples: int = RESAMPLES, level: float = L
                        seed: int = SEED) -> tuple[float, float]:
     """Interval of ``mean(num) / mean(den)``, resampling the pairs ``(num[i], den[i])``
     together (the model's and the floor's figure of the same rollout). Pairs with a
-    missing side are dropped."""
+    missing side are dropped; fewer than two pairs give (nan, nan)."""
     a = np.asarray([np.nan if x is None else x for x in num], dtype=np.float64)
     b = np.asarray([np.nan if x is None else x for x in den], dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"bootstrap_ratio_ci needs paired values, got {a.shape} and {b.shape}")
     keep = np.isfinite(a) & np.isfinite(b)
     a, b = a[keep], b[keep]
-    if not len(a):
+    if len(a) < 2:
         return (math.nan, math.nan)
-    if len(a) == 1:
-        r = _safe_ratio(a[0], b[0])
-        return (r, r)
     idx = _indices(len(a), resamples, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         stats = a[idx].mean(axis=1) / b[idx].mean(axis=1)

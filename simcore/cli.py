@@ -13,6 +13,7 @@ a plugin (e.g. a file that registers your own scene), ``--disable NAME`` removes
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -390,7 +391,7 @@ def eval(  # noqa: A001 - the command is `simcore eval`
                    + (f" ({t['note']})" if t.get("note") else ""))
     for t in report.get("probe_targets", []):
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[t["passed"]]
-        ci = f" [{t['ci'][0]:.3g}, {t['ci'][1]:.3g}]" if t.get("ci") else ""
+        ci = f" [{t['ci'][0]:.3g}, {t['ci'][1]:.3g}]" if t.get("ci") and not math.isnan(t["ci"][0]) else ""
         miss = f"; missed by {t['miss']:.3g} ({t['factor']:.3g}x)" if t["miss"] is not None else ""
         if t.get("floor_unusable"):
             miss += "; floor unusable: the autoencoder round trip loses the objects"

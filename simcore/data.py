@@ -71,12 +71,6 @@ STEP_CONDITIONS: dict[str, tuple[Callable[[], int], Callable[[dict, dict], np.nd
 }
 
 
-def register_step_condition(name: str, size: Callable[[], int] | int,
-                            fn: Callable[[dict, dict], np.ndarray]) -> None:
-    """Add a per-step condition: ``fn(step_record, header)`` -> (size,) vector."""
-    STEP_CONDITIONS[name] = (size if callable(size) else (lambda: int(size)), fn)
-
-
 @dataclass
 class EpisodeData:
     frames: torch.Tensor  # (T, H, W, 3) uint8

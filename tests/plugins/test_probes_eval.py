@@ -55,7 +55,8 @@ def test_bootstrap_is_reproducible_and_handles_edge_cases():
     assert bootstrap.bootstrap_ci(y, seed=1) != bootstrap.bootstrap_ci(y, seed=2)
     lo, hi = bootstrap.bootstrap_ci(x)
     assert 1.0 <= lo < 3.75 < hi <= 7.0  # mean of the four finite values is 3.75
-    assert bootstrap.bootstrap_ci([4.0]) == (4.0, 4.0)
+    assert all(math.isnan(x) for x in bootstrap.bootstrap_ci([4.0]))  # one value: no interval, not [4, 4]
+    assert all(math.isnan(x) for x in bootstrap.bootstrap_ratio_ci([3.0], [1.0]))
     assert all(math.isnan(v) for v in bootstrap.bootstrap_ci([None, float("nan")]))
     s = bootstrap.summary(x)
     assert s["value"] == pytest.approx(3.75) and s["n"] == 4 and s["ci"] == [lo, hi]
@@ -213,8 +214,10 @@ def result(model_dir, tmp_path_factory):
 def _figure_ok(fig):
     lo, hi = fig["ci"]
     assert set(fig) == {"value", "ci", "n"}
-    if fig["n"]:
+    if fig["n"] >= 2:
         assert lo - 1e-9 <= fig["value"] <= hi + 1e-9 or math.isinf(fig["value"])
+    else:  # one rollout (or none): no interval
+        assert math.isnan(lo) and math.isnan(hi)
 
 
 def test_report_schema_every_probe_with_floors_and_intervals(result):
