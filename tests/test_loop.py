@@ -377,7 +377,8 @@ def test_rewind_goes_back_across_an_episode_end(pm):
 
 def test_rewind_reach_is_bounded_by_steps_and_memory(pm):
     world = simcore.make("simcore/BouncingBalls-v0", plugin_manager=pm, count=(2, 2))
-    session = Session(world, seed=0, realtime=False, max_steps=30, rewind_steps=10)
+    assert Session(world, seed=0).rewind_every == 10  # the simulator: a snapshot every 10 steps by default
+    session = Session(world, seed=0, realtime=False, max_steps=30, rewind_steps=10, rewind_every=1)
     session.run()
     assert session.rewind_available == 10
     assert session.rewind(50) == 10 and world.t == 20
@@ -386,11 +387,11 @@ def test_rewind_reach_is_bounded_by_steps_and_memory(pm):
         session.rewind(0)
 
     one = Session(simcore.make("simcore/BouncingBalls-v0", plugin_manager=pm, count=(2, 2)), seed=0,
-                  realtime=False, max_steps=2)
+                  realtime=False, max_steps=2, rewind_every=1)
     one.run()
     per_step = one._ring[-1].nbytes
     capped = Session(simcore.make("simcore/BouncingBalls-v0", plugin_manager=pm, count=(2, 2)), seed=0,
-                     realtime=False, max_steps=30, rewind_memory=5 * per_step)
+                     realtime=False, max_steps=30, rewind_memory=5 * per_step, rewind_every=1)
     capped.run()
     assert len(capped._ring) == 5 and capped._ring_bytes <= 5 * per_step
     assert capped.rewind(30) == 4
