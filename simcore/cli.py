@@ -347,8 +347,7 @@ def eval(  # noqa: A001 - the command is `simcore eval`
     import shlex
 
     if backend == "render":  # a separate report: simcore.render.evaluate_render
-        _eval_render("render" if model == "default" else model, scene, rollouts, horizon, seed, steps, out,
-                     progress, probes)
+        _eval_render(model, scene, rollouts, horizon, seed, steps, out, progress, probes)
         return
     if backend != "model":
         raise SimcoreError(f"--backend must be model or render, got {backend!r}")

@@ -202,12 +202,15 @@ _RENDER_MODELS: dict[tuple[str, float], RenderModel] = {}
 
 
 def load_render_model(name: str | os.PathLike | RenderModel = "render", device: str = "cpu") -> RenderModel:
-    """A render model in eval mode from a shipped name ("render"), a directory or a
-    .safetensors file (cached per file); every failure names the file and the problem."""
+    """A render model in eval mode from a shipped name ("render"; "default", the name every
+    backend's default model goes by, means it too), a directory or a .safetensors file
+    (cached per file); every failure names the file and the problem."""
     from simcore.checkpoint import CheckpointError, read_checked, resolve
 
     if isinstance(name, RenderModel):
         return name
+    if isinstance(name, str) and name == "default":
+        name = "render"
     if isinstance(name, WorldModel):
         raise BackendError("the render backend needs a render model (trained with `simcore train --backend render`),"
                            " not a plain world model")

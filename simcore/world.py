@@ -96,8 +96,7 @@ class World(gym.Env):
         elif backend == "render":
             from simcore.render import RenderBackend
 
-            self.renderer = RenderBackend(self, "render" if model == "default" else model,
-                                          denoise_steps=denoise_steps, context=context, device=device)
+            self.renderer = RenderBackend(self, model, denoise_steps=denoise_steps, context=context, device=device)
 
     # -- Gymnasium API -------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
