@@ -37,6 +37,47 @@ class StickyRandomPolicy:
         return self.last
 
 
+class HeldRandomPolicy:
+    """Uniformly random actions, each held for a uniformly random ``hold`` = (lo, hi)
+    steps, inclusive (``simcore collect --policy sticky``).
+
+    Why: a world model must see every action in every situation, or it learns to
+    ignore the action. A tracking demo policy's actions are predictable from the
+    frames (the paddle follows the ball), so the model can fit the data without
+    reading the action at all. Uniform draws make the action independent of the
+    frame; holding each one for a few steps produces motions long enough to show
+    what it does (one-step i.i.d. noise mostly jitters in place). Unlike
+    :class:`StickyRandomPolicy` (geometric holds, often 1 step), every hold is
+    bounded to ``lo..hi``.
+
+    All randomness comes from ``seed`` (the episode seed in ``collect``), so a
+    shard is the same whichever worker records it. A space with one action (a
+    scene with no controls) just gets that action.
+    """
+
+    def __init__(self, action_space, seed: int | None = None, hold: tuple[int, int] = (3, 8)):
+        lo, hi = hold
+        if not 1 <= lo <= hi:
+            raise ValueError(f"hold must be (lo, hi) with 1 <= lo <= hi, got {hold!r}")
+        self.action_space = action_space
+        self.hold = (int(lo), int(hi))
+        self.rng = np.random.default_rng(seed)
+        self.action_space.seed(int(self.rng.integers(2**31)))
+        n = getattr(action_space, "n", None)  # Discrete(n)
+        self.only = action_space.sample() if isinstance(n, (int, np.integer)) and n == 1 else None
+        self.action: Any = None
+        self.left = 0  # steps the current action is still held
+
+    def __call__(self, observation, info) -> Any:
+        if self.only is not None:
+            return self.only
+        if self.left == 0:
+            self.action = self.action_space.sample()
+            self.left = int(self.rng.integers(self.hold[0], self.hold[1] + 1))
+        self.left -= 1
+        return self.action
+
+
 def load_policy(spec: str) -> Policy:
     """Load ``module:function`` or ``path/to/file.py:function``.
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from simcore.agents import load_policy
+from simcore.agents import HeldRandomPolicy, load_policy
 from simcore.capture import EpisodeRecorder
 from simcore.errors import SimcoreError
 from simcore.recording import RecordingWriter
 from simcore.world import Transition
 
-POLICIES = ("demo", "random", "noop")
+POLICIES = ("demo", "random", "noop", "sticky")
 
 
 @dataclass
@@ -44,6 +44,8 @@ def _make_policy(job: CollectJob, world, seed: int):
     if job.policy == "random":
         world.action_space.seed(seed)
         return lambda obs, info: world.action_space.sample()
+    if job.policy == "sticky":
+        return HeldRandomPolicy(world.action_space, seed=seed, hold=(3, 8))
     if job.policy == "noop":
         return lambda obs, info: world.scene.noop_action
     return load_policy(job.policy)

@@ -67,3 +67,62 @@ def test_collect_refuses_to_overwrite(tmp_path):
     collect("simcore/Pong-v0", episodes=1, steps=2, out_dir=tmp_path, progress=False)
     with pytest.raises(SimcoreError, match="already exists"):
         collect("simcore/Pong-v0", episodes=1, steps=2, out_dir=tmp_path, progress=False)
+
+
+def _holds(policy, steps):
+    """(actions, hold lengths) of ``steps`` calls; a hold starts when the policy draws."""
+    actions, holds = [], []
+    for _ in range(steps):
+        fresh = policy.left == 0
+        actions.append(int(policy(None, {})))
+        if fresh:
+            holds.append(policy.left + 1)
+    return actions, holds
+
+
+def _runs(actions):
+    """Lengths of the runs of equal consecutive actions."""
+    runs = [1]
+    for prev, cur in zip(actions, actions[1:]):
+        if cur == prev:
+            runs[-1] += 1
+        else:
+            runs.append(1)
+    return runs
+
+
+def test_sticky_policy_holds_uniform_actions_3_to_8_steps():
+    import simcore
+    from simcore.agents import HeldRandomPolicy
+
+    space = simcore.make("simcore/Pong-v0").action_space
+    actions, holds = _holds(HeldRandomPolicy(space, seed=3), 2000)
+    assert sum(holds) >= 2000 and sum(holds[:-1]) < 2000  # the last hold may be cut short
+    assert set(holds) == set(range(3, 9))
+    assert set(actions) == {0, 1, 2}
+    assert all(r >= 3 for r in _runs(actions)[:-1])  # equal draws in a row merge, never split
+    again, _ = _holds(HeldRandomPolicy(space, seed=3), 2000)
+    other, _ = _holds(HeldRandomPolicy(space, seed=4), 2000)
+    assert again == actions and other != actions
+
+
+def test_sticky_policy_on_a_scene_without_actions():
+    import simcore
+    from simcore.agents import HeldRandomPolicy
+
+    space = simcore.make("simcore/BouncingBalls-v0").action_space
+    policy = HeldRandomPolicy(space, seed=0)
+    assert [int(policy(None, {})) for _ in range(20)] == [0] * 20
+
+
+def test_collect_sticky_records_held_runs(tmp_path):
+    kw = dict(episodes=2, steps=40, shard_size=1, progress=False, seed=5, policy="sticky")
+    one = _all(collect("simcore/Pong-v0", out_dir=tmp_path / "a", **kw)["files"])
+    two = _all(collect("simcore/Pong-v0", out_dir=tmp_path / "b", workers=2, **kw)["files"])
+    assert [x.actions for x in one] == [y.actions for y in two]  # seeded per episode, not per worker
+    assert one[0].actions != one[1].actions
+    for ep in one:
+        actions = [int(a) for a in ep.actions[1:]]
+        runs = _runs(actions)
+        assert len(runs) >= 3 and all(r >= 3 for r in runs[:-1]), runs
+        assert set(actions) <= {0, 1, 2}
