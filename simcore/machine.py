@@ -19,6 +19,30 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def simd_level() -> str:
+    """The widest x86 vector extension the CPU reports (AVX-512, AVX2+FMA, AVX, SSE2),
+    or the machine type elsewhere: machines sold as the same kind differ here, and
+    speeds differ with it."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    if "avx512f" in flags:
+        return "AVX-512"
+    if {"avx2", "fma"} <= flags:
+        return "AVX2+FMA"
+    if "avx" in flags:
+        return "AVX"
+    if "sse2" in flags:
+        return "SSE2"
+    return platform.machine() or "unknown"
+
+
 def describe(device: str = "cpu") -> dict[str, Any]:
     """CPU, cores, Python/platform, simcore and torch versions, torch threads, GPU (if used)."""
     import torch
@@ -26,7 +50,7 @@ def describe(device: str = "cpu") -> dict[str, Any]:
     import simcore
 
     info: dict[str, Any] = {
-        "cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "cpu": cpu_model(), "simd": simd_level(), "cores": os.cpu_count(), "python": platform.python_version(),
         "platform": platform.platform(), "simcore": simcore.__version__, "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(), "device": str(device),
     }
