@@ -148,6 +148,7 @@ class BatchedModelEnv(gym.vector.VectorEnv):
         idx = torch.as_tensor(rows, device=roll.k.device)
         new.k.copy_(roll.k[:, idx])  # (depth, B, heads, window, N, hd): rows are dim 1
         new.v.copy_(roll.v[:, idx])
+        new.prev.copy_(roll.prev[idx])
         new.slot_frame, new.count = roll.slot_frame.clone(), roll.count
         return new
 
@@ -171,6 +172,7 @@ class BatchedModelEnv(gym.vector.VectorEnv):
                                    scene=torch.cat([c.rollout.scene for c in full]))
         merged.k.copy_(torch.cat([k for k, _ in parts], dim=1))
         merged.v.copy_(torch.cat([v for _, v in parts], dim=1))
+        merged.prev.copy_(torch.cat([c.rollout.prev for c in full]))
         merged.slot_frame = torch.arange(first.window, dtype=torch.long)
         merged.count = first.window
         self._cohorts = [c for c in self._cohorts if all(c is not f for f in full)] + [_Cohort(envs, merged)]

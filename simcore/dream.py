@@ -86,7 +86,7 @@ class ModelBackend:
         if n is None or n > cfg.num_actions:
             raise BackendError(f"{world.scene_id} has action space {world.action_space}; the model knows "
                                f"{cfg.num_actions} discrete actions")
-        self.denoise_steps = int(denoise_steps or 4)
+        self.denoise_steps = int(denoise_steps or cfg.sample_steps)
         self.context = int(context or cfg.dit.window)
         self.prompt_frames = max(1, int(cfg.prompt_frames))
         self.rollout = None

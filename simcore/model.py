@@ -46,6 +46,17 @@ class DiTConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     window: int = 8  # context frames kept in the rollout cache (training clips are window + 1)
+    # What the output layer predicts. "v": the flow velocity ε - x0 (rectified flow).
+    # "x0": the clean latent itself; the velocity the sampler needs is (x_τ - x0)/τ. x0 is
+    # easy where τ is small and a plain regression where τ = 1, so a 1–2 step sampler holds.
+    target: str = "v"
+    # x0 predicted as the previous frame's clean latent plus the output (target "x0" only):
+    # the zero-initialised output layer starts as "copy the last frame", the baseline every
+    # world model must beat, and the network spends its capacity on what changes.
+    residual: bool = False
+    # The action also added to every token of its frame (besides adaLN): a local effect
+    # (the paddle moving) then needs no detour through a per-frame global modulation.
+    action_tokens: bool = False
 
 
 @dataclass
@@ -58,6 +69,8 @@ class ModelConfig:
     cond_dims: dict[str, int] = field(default_factory=dict)  # plugin conditioning name -> size
     ctx_noise: float = 0.02  # noise level given to context frames at rollout (and trained around)
     prompt_frames: int = 3  # frames the simulator supplies before the model takes over
+    sample_steps: int = 4  # Euler steps per dreamed frame unless a caller asks for another count
+    guidance: float = 1.0  # action guidance at sampling (> 1 for models trained with action dropout; 1: off)
     latent_clip: float = 6.0  # generated latents are clamped to ±this (unit-scaled latents), against blow-up
 
     def to_dict(self) -> dict[str, Any]:
@@ -288,6 +301,10 @@ class DiT(nn.Module):
         d, p = cfg.dit, cfg.dit.patch
         c = cfg.ae.latent_channels
         unit = cfg.ae.factor * p
+        if d.target not in ("v", "x0"):
+            raise ValueError(f"DiT target must be 'v' or 'x0', got {d.target!r}")
+        if d.residual and d.target != "x0":
+            raise ValueError("a residual DiT predicts x0 as an offset from the previous frame: it needs target 'x0'")
         if any(s % unit for s in cfg.frame_size):
             raise ValueError(f"frame size {cfg.frame_size[0]}x{cfg.frame_size[1]} does not divide into {p}x{p} "
                              f"patches of a factor-{cfg.ae.factor} latent (both sides must be multiples of {unit})")
@@ -297,6 +314,7 @@ class DiT(nn.Module):
         self.embed = nn.Linear(self.patch_dim, d.dim)
         self.t_embed = nn.Sequential(nn.Linear(d.dim, d.dim), nn.SiLU(), nn.Linear(d.dim, d.dim))
         self.action_embed = nn.Embedding(cfg.num_actions + 1, d.dim)  # row 0 = "no action" (first frame)
+        self.action_tok = nn.Embedding(cfg.num_actions + 1, d.dim) if d.action_tokens else None
         self.scene_embed = nn.Embedding(max(len(cfg.scenes), 1), d.dim)
         self.cond_embed = nn.ModuleDict({k: nn.Linear(n, d.dim) for k, n in sorted(cfg.cond_dims.items())})
         self.blocks = nn.ModuleList([Block(d.dim, d.heads, d.mlp_ratio) for _ in range(d.depth)])
@@ -367,19 +385,24 @@ class DiT(nn.Module):
         return kernels.frame_mask(t * n, t * n, n, device=device)
 
     # -- forward ----------------------------------------------------------------------
-    def forward(self, z, tau, actions, scene, extra=None, *, positions=None, cache=None, return_kv=False):
-        """Velocity prediction.
+    def forward(self, z, tau, actions, scene, extra=None, *, positions=None, cache=None, return_kv=False,
+                prev=None, output="v"):
+        """Velocity (or clean-latent) prediction.
 
         z (B, T, C, h, w) noisy latents; tau (B, T) their noise levels; actions (B, T);
         scene (B,); positions (T,) time positions (default 0..T-1).
         cache: per-block list of {"k", "v"} context (then no mask: the T frames
         here must be one frame, or frames that may all see each other).
-        Returns v (B, T, C, h, w) and, if ``return_kv``, the per-block (k, v).
+        prev (B, T, C, h, w): each frame's previous clean latent (residual models; zeros
+        when not given). output: "v" (what the sampler integrates) or "x0".
+        Returns v or x0 (B, T, C, h, w) and, if ``return_kv``, the per-block (k, v).
         """
         b, t = z.shape[:2]
         if positions is None:
             positions = torch.arange(t, device=z.device)
         x = self.embed(self.patchify(z))  # (B, T, N, D)
+        if self.action_tok is not None:
+            x = x + self.action_tok(actions)[:, :, None]  # (B, T, 1, D): every token of the frame
         c = self.cond(tau, actions, scene, extra)  # (B, T, D)
         rope = self.rope(positions)
         causal = cache is None and t > 1  # with a cache, the frame(s) here see everything
@@ -390,8 +413,21 @@ class DiT(nn.Module):
             x, kv = blk(x, c, rope, causal=causal, mask=mask, cache=None if cache is None else cache[i], fast=fast)
             kvs.append(kv)
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
-        v = self.unpatchify(self.out(modulate(self.final_norm(x), shift, scale)))
-        return (v, kvs) if return_kv else v
+        raw = self.unpatchify(self.out(modulate(self.final_norm(x), shift, scale)))  # (B, T, C, h, w)
+        y = self.convert(raw, z, tau, prev, output)
+        return (y, kvs) if return_kv else y
+
+    def convert(self, raw, z, tau, prev, output: str) -> torch.Tensor:
+        """The output layer's ``raw`` prediction (the model's target) as ``output``
+        ("v" or "x0"), using x_τ = (1-τ)·x0 + τ·ε  ⇒  x_τ - x0 = τ·v."""
+        if output not in ("v", "x0"):
+            raise ValueError(f"output must be 'v' or 'x0', got {output!r}")
+        d = self.cfg.dit
+        t = tau.to(raw.dtype)[:, :, None, None, None]  # (B, T, 1, 1, 1)
+        if d.target == "v":
+            return raw if output == "v" else z - t * raw
+        x0 = raw + prev.to(raw.dtype) if (d.residual and prev is not None) else raw
+        return x0 if output == "x0" else (z - x0) / t.clamp_min(1e-4)
 
 
 # ---------------------------------------------------------------------------

@@ -28,7 +28,8 @@ class Rollout:
     """
 
     def __init__(self, model: WorldModel, *, batch: int = 1, steps: int = 4, window: int | None = None,
-                 ctx_noise: float | None = None, seed: int = 0, use_cache: bool = True, scene: int | list = 0):
+                 ctx_noise: float | None = None, seed: int = 0, use_cache: bool = True, scene: int | list = 0,
+                 guidance: float | None = None):
         self.model = model
         self.dit = model.dit
         self.batch = batch
@@ -36,6 +37,7 @@ class Rollout:
         self.window = int(window or model.cfg.dit.window)
         self.ctx_noise = float(model.cfg.ctx_noise if ctx_noise is None else ctx_noise)
         self.use_cache = use_cache
+        self.guidance = float(model.cfg.guidance if guidance is None else guidance)  # action guidance (1: none)
         if self.steps < 1 or self.window < 1:
             raise ValueError("steps and window must be at least 1")
         p = next(model.parameters())
@@ -54,6 +56,7 @@ class Rollout:
             self.ctx_z = torch.zeros(batch, self.window, c, h, w, device=self.device, dtype=self.dtype)
             self.ctx_a = torch.zeros(batch, self.window, dtype=torch.long, device=self.device)
             self.ctx_extra: list[dict[str, torch.Tensor]] = [{} for _ in range(self.window)]
+        self.prev = torch.zeros(batch, c, h, w, device=self.device, dtype=self.dtype)  # newest clean frame (residual models)
         self.slot_frame = torch.full((self.window,), -1, dtype=torch.long)  # global frame number per slot
         self.count = 0  # frames in the context so far (global counter)
 
@@ -103,7 +106,8 @@ class Rollout:
     def append(self, z: torch.Tensor, actions, extra=None) -> None:
         """Add a clean frame (B, C, h, w) that the given actions (B,) led to to the context."""
         actions = torch.as_tensor(actions, dtype=torch.long, device=self.device).expand(self.batch)
-        zc = self._ctx_latents(z.to(self.device, self.dtype))
+        z = z.to(self.device, self.dtype)
+        zc = self._ctx_latents(z)
         slot = self._next_slot()
         if self.slot_frame[slot] >= 0:
             self.slot_frame[slot] = -1  # evicted
@@ -122,6 +126,7 @@ class Rollout:
             self.ctx_z[:, slot] = zc
             self.ctx_a[:, slot] = actions
             self.ctx_extra[slot] = ex or {}
+        self.prev = z.clone()
         self.slot_frame[slot] = self.count
         self.count += 1
 
@@ -135,22 +140,45 @@ class Rollout:
     @torch.no_grad()
     def generate(self, actions, extra=None) -> torch.Tensor:
         """Denoise the next frame for actions (B,) (already +1-shifted indices) from pure
-        noise in ``steps`` Euler steps; append it to the context and return it (B, C, h, w)."""
+        noise in ``steps`` Euler steps; append it to the context and return it (B, C, h, w).
+
+        With ``guidance`` w ≠ 1 (a model trained with action dropout) each step also
+        predicts the frame without its action (row 0, "no action") in the same batch and
+        follows v_u + w·(v − v_u): the action's effect amplified (classifier-free guidance)."""
         actions = torch.as_tensor(actions, dtype=torch.long, device=self.device).expand(self.batch)[:, None]
         x = self._noise((self.batch, *self.latent_shape))[:, None]  # (B, 1, C, h, w)
         live = self._live_slots()
         ex = self._extra_frames(extra)
         taus = torch.linspace(1.0, 0.0, self.steps + 1)
+        guided = self.guidance != 1.0
+        scene, prev = self.scene, self.prev[:, None]
+        if guided:  # conditional and unconditional rows in one batch: (2B, ...)
+            acts = torch.cat([actions, torch.zeros_like(actions)])
+            scene, prev = scene.repeat(2), prev.repeat(2, 1, 1, 1, 1)
+            ex2 = {k: v.repeat(2, 1, 1) for k, v in ex.items()} if ex else ex
         if self.use_cache:
             cache = self._cache(live) if len(live) else None
+            if guided and cache is not None:
+                cache = [{k: t.repeat(2, 1, 1, 1) for k, t in c.items()} for c in cache]
             pos = torch.tensor([len(live)], device=self.device)
         for i in range(self.steps):
+            dt = (taus[i + 1] - taus[i]).item()
+            if guided:
+                tau = torch.full((2 * self.batch, 1), float(taus[i]), device=self.device)
+                if self.use_cache:
+                    v2 = self.dit(x.repeat(2, 1, 1, 1, 1), tau, acts, scene, ex2, positions=pos, cache=cache, prev=prev)
+                    v, vu = v2.chunk(2)
+                else:
+                    v = self._uncached_velocity(x, tau[:self.batch], actions, ex, live)
+                    vu = self._uncached_velocity(x, tau[:self.batch], torch.zeros_like(actions), ex, live)
+                kernels.euler_update(x, v.contiguous(), dt, vu.contiguous(), self.guidance)
+                continue
             tau = torch.full((self.batch, 1), float(taus[i]), device=self.device)
             if self.use_cache:
-                v = self.dit(x, tau, actions, self.scene, ex, positions=pos, cache=cache)
+                v = self.dit(x, tau, actions, scene, ex, positions=pos, cache=cache, prev=prev)
             else:
                 v = self._uncached_velocity(x, tau, actions, ex, live)
-            kernels.euler_update(x, v, (taus[i + 1] - taus[i]).item())  # in place: Euler step towards τ = 0
+            kernels.euler_update(x, v, dt)  # in place: Euler step towards τ = 0
         z = x[:, 0].clamp(-self.model.cfg.latent_clip, self.model.cfg.latent_clip)
         self.append(z, actions[:, 0], extra)
         return z
@@ -164,13 +192,14 @@ class Rollout:
         full_ex = None
         if ex:
             full_ex = {k: torch.cat([self.ctx_extra[int(s)][k] for s in live] + [ex[k]], dim=1) for k in ex}
-        v = self.dit(z, taus, acts, self.scene, full_ex)
+        prev = torch.cat([torch.zeros_like(self.ctx_z[:, live]), self.prev[:, None]], dim=1)
+        v = self.dit(z, taus, acts, self.scene, full_ex, prev=prev)
         return v[:, -1:]
 
     # -- snapshots ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything that determines future frames (copied)."""
-        s: dict[str, Any] = {"slot_frame": self.slot_frame.clone(), "count": self.count,
+        s: dict[str, Any] = {"slot_frame": self.slot_frame.clone(), "count": self.count, "prev": self.prev.clone(),
                              "generator": self.generator.get_state(), "scene": self.scene.clone()}
         if self.use_cache:
             s.update(k=self.k.clone(), v=self.v.clone())
@@ -182,6 +211,8 @@ class Rollout:
     def load_state_dict(self, s: dict[str, Any]) -> None:
         self.slot_frame = s["slot_frame"].clone()
         self.count = int(s["count"])
+        if "prev" in s:  # (snapshots from before residual models have none: zeros, which v models ignore)
+            self.prev.copy_(s["prev"])
         self.generator.set_state(s["generator"])
         self.scene = s["scene"].clone()
         if self.use_cache:

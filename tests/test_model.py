@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import simcore.checkpoint
+import simcore.latent_cache
 import simcore.train
 from simcore.checkpoint import CheckpointError, load_card, load_model, save_model
 from simcore.model import WorldModel, config_for
@@ -155,6 +156,46 @@ def test_cached_rollout_matches_uncached_within_window():
     other = Rollout(model, seed=12)
     other.prompt(z0, [[0, 2]], ex)
     assert (other.generate(actions[0], ex) - outs[True][0]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("dit", [{}, {"target": "x0", "residual": True, "action_tokens": True}], ids=["v", "x0-res-tok"])
+def test_action_guidance_extrapolates_from_the_action_free_prediction(use_cache, dit):
+    """One Euler step from τ=1 is linear in the velocity, so with guidance w the frame is
+    z_u + w·(z_c − z_u): w=1 the plain conditional frame, w=0 the frame without the action."""
+    cfg = config_for("tiny", cond_dims=COND, num_actions=3)
+    for k, v in dit.items():
+        setattr(cfg.dit, k, v)
+    model = randomized(cfg)
+    ex = {"scene_params": torch.tensor([0.1, 0.5, 0.3, 0.6])}
+    z0 = _prompt(model)
+
+    def frame(w: float, action: int = 2) -> torch.Tensor:
+        roll = Rollout(model, steps=1, seed=5, use_cache=use_cache, guidance=w)
+        roll.prompt(z0, [[0, 2]], ex)
+        return roll.generate(action, ex)
+
+    cond, uncond = frame(1.0), frame(1.0, action=0)
+    assert (cond - uncond).abs().max() > 1e-3  # the action matters in this model
+    torch.testing.assert_close(frame(0.0), uncond, atol=1e-4, rtol=0)
+    clip = model.cfg.latent_clip
+    torch.testing.assert_close(frame(2.5), (uncond + 2.5 * (cond - uncond)).clamp(-clip, clip), atol=1e-4, rtol=0)
+
+
+def test_residual_rollout_snapshot_keeps_the_previous_frame():
+    cfg = config_for("tiny", cond_dims=COND, num_actions=3)
+    cfg.dit.target, cfg.dit.residual = "x0", True
+    model = randomized(cfg)
+    ex = {"scene_params": torch.tensor([0.1, 0.5, 0.3, 0.6])}
+    roll = Rollout(model, seed=3)
+    roll.prompt(_prompt(model), [[0, 2]], ex)
+    snap = roll.state_dict()
+    first = [roll.generate(a, ex) for a in (1, 2, 3)]
+    roll.load_state_dict(snap)
+    torch.testing.assert_close(roll.prev, snap["prev"])
+    again = [roll.generate(a, ex) for a in (1, 2, 3)]
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
 
 
 def test_bf16_model_rolls_out_close_to_fp32():
@@ -366,7 +407,7 @@ def test_load_config_that_cannot_build_a_model(tmp_path):
 UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
 
 
-@pytest.mark.parametrize("module", [simcore.checkpoint, simcore.train])
+@pytest.mark.parametrize("module", [simcore.checkpoint, simcore.train, simcore.latent_cache])
 def test_no_pickle_or_torch_load(module):
     """Checkpoints and train state are safetensors only (code, not docstrings, is checked)."""
     tree = ast.parse(Path(module.__file__).read_text())
