@@ -227,7 +227,7 @@ def collect(
     out: Path = typer.Option(..., help="Output directory for the msgpack shards."),
     workers: int = typer.Option(1, help="Parallel worker processes."),
     seed: int = typer.Option(0, help="Episode i uses seed+i."),
-    policy: str = typer.Option("demo", help="demo | random | noop | module:function."),
+    policy: str = typer.Option("demo", help="demo | random | noop | sticky (held 3-8 steps) | module:function."),
     frame_size: str = typer.Option("64x64", "--frame-size", help="HEIGHTxWIDTH, both divisible by 8."),
     option: list[str] = typer.Option([], "--option", "-o", help="Scene option NAME=VALUE (repeatable)."),
     shard_size: int = typer.Option(16, help="Episodes per shard file."),
@@ -274,6 +274,17 @@ def replay(
                + ("; the recording was cut off (truncated)" if summary.get("truncated") else ""))
 
 
+def _settings(items: list[str]) -> dict[str, str]:
+    """NAME=VALUE pairs of --set (values converted later, by the field's type)."""
+    out = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise SimcoreError(f"--set takes NAME=VALUE (e.g. dit.target=x0), got {item!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
 @app.command()
 def train(
     data: list[Path] = typer.Argument(..., help="Recordings: msgpack files or directories of them."),
@@ -287,8 +298,10 @@ def train(
     dyn_batch: int = typer.Option(16, help="Clips per dynamics batch."),
     ft_batch: int = typer.Option(8, help="Clips per fine-tune batch."),
     window: Optional[int] = typer.Option(None, help="Context frames (default: the size's)."),
+    dyn_lr: float = typer.Option(1e-3, "--dyn-lr", help="Dynamics learning rate (peak, after warmup)."),
     max_minutes: Optional[float] = typer.Option(None, help="Stop each stage after this many minutes."),
-    eval_every: int = typer.Option(500, help="Rollout-PSNR check every N dynamics steps."),
+    eval_every: int = typer.Option(500, help="Learning-curve point (held-out PSNR, P7) every N steps; "
+                                   "curves.jsonl and curves.png in the run directory."),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the DiT (GPU)."),
@@ -299,8 +312,35 @@ def train(
                                 "on each step's engine state (for `--backend render` worlds)."),
     condition: list[str] = typer.Option([], "--condition", help="Extra per-step condition from the recordings "
                                         "(repeatable): event (world events), state (engine state)."),
-    init_from: Optional[str] = typer.Option(None, "--init-from", help="Copy the autoencoder from this model "
-                                            "(name or path) and skip training one: --stages dynamics,finetune."),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="Start from this model (name or path): its "
+                                            "autoencoder, and its DiT too when the configs match; then train "
+                                            "--stages dynamics,finetune."),
+    init_parts: str = typer.Option("all", "--init-parts", help="With --init-from: all (the DiT too, when its "
+                                   "config matches) | ae (only the autoencoder)."),
+    tf_share: float = typer.Option(0.5, "--tf-share", help="Share of teacher-forced clips (clean context, noisy "
+                                   "last frame); the rest get a noise level per frame."),
+    context_loss: bool = typer.Option(True, "--context-loss/--no-context-loss", help="Teacher-forced clips: "
+                                      "count the lightly noised context frames in the loss too."),
+    tau_dist: str = typer.Option("uniform", "--tau-dist", help="Noise levels: uniform | logit-normal."),
+    tau_loc: float = typer.Option(0.0, "--tau-loc", help="Logit-normal mean (> 0: more high-noise levels)."),
+    tau_scale: float = typer.Option(1.0, "--tau-scale", help="Logit-normal spread."),
+    motion_weight: float = typer.Option(0.0, "--motion-weight", help="Extra loss weight where latents change "
+                                        "between frames (moving objects)."),
+    action_dropout: float = typer.Option(0.0, "--action-dropout", help="Share of frames trained without their "
+                                         "action, for action guidance at sampling (--set guidance=2)."),
+    ema: float = typer.Option(0.0, "--ema", help="EMA decay of the weights used to evaluate and save (0: off; "
+                              "e.g. 0.999)."),
+    set_: list[str] = typer.Option([], "--set", help="Model setting NAME=VALUE (repeatable), e.g. dit.target=x0, "
+                                   "dit.residual=true, dit.dim=96, dit.depth=4, dit.window=4, ctx_noise=0.05."),
+    holdout: float = typer.Option(0.05, "--holdout", help="Share of each scene's episodes kept out of training "
+                                  "for the learning curves."),
+    eval_steps: Optional[int] = typer.Option(None, "--eval-steps", help="Denoising steps in the learning-curve "
+                                             "evaluation (default 4)."),
+    p7_rollouts: int = typer.Option(4, "--p7-rollouts", help="Control-probe rollouts per curve point on Pong "
+                                    "(0: none)."),
+    latent_cache: Optional[str] = typer.Option("auto", "--latent-cache", help="Directory of cached latents "
+                                               "('auto': $SIMCORE_CACHE_DIR or ~/.cache/simcore/latents; "
+                                               "'none': encode every run)."),
 ) -> None:
     """Train a world model (or, with --backend render, a render model) from recordings
     (alone, or under torchrun for DDP)."""
@@ -310,10 +350,14 @@ def train(
     cfg = TrainConfig(data=[str(d) for d in data], out=str(out), size=size,
                       stages=tuple(s.strip() for s in stages.split(",") if s.strip()), window=window,
                       ae_steps=ae_steps, dyn_steps=dyn_steps, ft_steps=ft_steps, ae_batch=ae_batch,
-                      dyn_batch=dyn_batch, ft_batch=ft_batch, max_minutes=max_minutes, eval_every=eval_every,
-                      seed=seed, device=device, compile=compile, resume=resume, note=note, progress=progress,
-                      command=" ".join(["simcore"] + sys.argv[1:]), backend=backend,
-                      step_conditions=tuple(condition), init_from=init_from)
+                      dyn_batch=dyn_batch, dyn_lr=dyn_lr, ft_batch=ft_batch, max_minutes=max_minutes,
+                      eval_every=eval_every, seed=seed, device=device, compile=compile, resume=resume, note=note,
+                      progress=progress, command=" ".join(["simcore"] + sys.argv[1:]), backend=backend,
+                      step_conditions=tuple(condition), init_from=init_from, init_parts=init_parts,
+                      tf_share=tf_share, context_loss=context_loss, tau_dist=tau_dist, tau_loc=tau_loc,
+                      tau_scale=tau_scale, motion_weight=motion_weight, action_dropout=action_dropout, ema=ema,
+                      model_set=_settings(set_), holdout=holdout, eval_steps=eval_steps, p7_rollouts=p7_rollouts,
+                      latent_cache=None if (latent_cache or "").lower() == "none" else latent_cache)
     path = run_train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         typer.echo(f"model: {path}/model.safetensors (card: {path}/model_card.json)")

@@ -78,6 +78,7 @@ class EpisodeData:
     scene: int  # index into Dataset.scenes
     cond: torch.Tensor  # (n,) float32 scene_params
     steps: dict[str, torch.Tensor] = field(default_factory=dict)  # per-step conditions, name -> (T, n) float32
+    file: int = 0  # index into Dataset.files of the recording it came from
 
 
 class Dataset:
@@ -89,7 +90,9 @@ class Dataset:
             raise RecordingError(f"unknown per-step condition(s) {unknown}; known: {', '.join(sorted(STEP_CONDITIONS))}")
         self.step_conditions = tuple(step_conditions)
         self.files = find_shards(paths)
-        raw = [ep for f in self.files for ep in read_episodes(f)]
+        per_file = [read_episodes(f) for f in self.files]
+        raw = [ep for eps in per_file for ep in eps]
+        origin = [i for i, eps in enumerate(per_file) for _ in eps]  # per episode: index into self.files
         if not raw:
             raise RecordingError("the recordings hold no episode")
         self.scenes = list(scenes) if scenes else sorted({ep.header["scene"] for ep in raw})
@@ -100,7 +103,7 @@ class Dataset:
         self.num_actions = 1
         self.episodes: list[EpisodeData] = []
         self.options: dict[str, list[dict]] = {}
-        for ep in raw:
+        for file, ep in zip(origin, raw):
             sid = ep.header["scene"]
             if sid not in self.scenes:
                 raise RecordingError(f"recording of {sid!r} is not among the model's scenes {self.scenes}")
@@ -123,6 +126,7 @@ class Dataset:
                 scene=self.scenes.index(sid),
                 cond=torch.from_numpy(scene_params(ep.header.get("options") or {})),
                 steps=steps,
+                file=file,
             ))
             self.options.setdefault(sid, []).append(ep.header.get("options") or {})
         self.lengths = np.array([len(e.frames) for e in self.episodes])
@@ -145,6 +149,18 @@ class Dataset:
             out[name] = vecs[start:start + length]
         return out
 
+    def holdout(self, fraction: float) -> np.ndarray:
+        """Episode indices kept out of training: the last ``fraction`` of each scene's
+        episodes (at least one where a scene has two or more; none for fraction 0)."""
+        out: list[int] = []
+        if fraction <= 0:
+            return np.zeros(0, dtype=np.int64)
+        for k in range(len(self.scenes)):
+            eps = [i for i, e in enumerate(self.episodes) if e.scene == k]
+            n = min(len(eps) - 1, max(1, int(round(fraction * len(eps)))))
+            out += eps[len(eps) - n:] if n > 0 else []
+        return np.asarray(sorted(out), dtype=np.int64)
+
     def random_frames(self, n: int, rng: np.random.Generator) -> torch.Tensor:
         """(n, H, W, 3) uint8 frames drawn uniformly over all frames."""
         idx = rng.integers(self.num_frames, size=n)
@@ -152,9 +168,13 @@ class Dataset:
         ep = np.searchsorted(starts, idx, side="right") - 1
         return torch.stack([self.episodes[e].frames[i - starts[e]] for e, i in zip(ep, idx)])
 
-    def clip_index(self, length: int, n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-        """n (episode, start) pairs of clips of ``length`` frames (episodes long enough)."""
+    def clip_index(self, length: int, n: int, rng: np.random.Generator,
+                   among: np.ndarray | None = None) -> list[tuple[int, int]]:
+        """n (episode, start) pairs of clips of ``length`` frames (episodes long enough;
+        only episodes in ``among`` when given)."""
         ok = np.nonzero(self.lengths >= length)[0]
+        if among is not None:
+            ok = np.intersect1d(ok, among)
         if len(ok) == 0:
             raise RecordingError(f"no episode has {length} frames; record longer episodes (--steps)")
         eps = rng.choice(ok, size=n)

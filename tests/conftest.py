@@ -7,6 +7,8 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ["SIMCORE_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 os.environ.pop("SIMCORE_DISABLE_PLUGINS", None)
+# training runs cache latents; tests keep theirs out of the user's cache directory
+os.environ["SIMCORE_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="simcore-test-latents-")
 
 import pytest  # noqa: E402
 

@@ -30,7 +30,8 @@ from simcore.render import (
     save_render_model,
     state_vector,
 )
-from simcore.train import TrainConfig, Trainer, flow_loss
+from simcore.objective import flow_loss
+from simcore.train import TrainConfig, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

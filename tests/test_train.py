@@ -22,7 +22,9 @@ from simcore.checkpoint import load_model
 from simcore.data import Dataset
 from simcore.errors import BackendError
 from simcore.model import WorldModel, config_for
-from simcore.train import Trainer, TrainConfig, ae_loss, flow_loss, sample_tau, train
+from simcore.errors import SimcoreError
+from simcore.objective import ae_loss, flow_loss, moving, sample_tau
+from simcore.train import Trainer, TrainConfig, apply_model_set, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -64,10 +66,13 @@ def _card(out) -> dict:
 # ---------------------------------------------------------------------------
 
 
-def _tiny_model(ds: Dataset) -> WorldModel:
+def _tiny_model(ds: Dataset, **dit) -> WorldModel:
     torch.manual_seed(0)
-    return WorldModel(config_for("tiny", frame_size=ds.frame_size, scenes=tuple(ds.scenes),
-                                 num_actions=ds.num_actions, cond_dims=ds.cond_dims()))
+    cfg = config_for("tiny", frame_size=ds.frame_size, scenes=tuple(ds.scenes),
+                     num_actions=ds.num_actions, cond_dims=ds.cond_dims())
+    for k, v in dit.items():
+        setattr(cfg.dit, k, v)
+    return WorldModel(cfg)
 
 
 def test_autoencoder_loss_decreases(data_dir):
@@ -88,9 +93,12 @@ def test_autoencoder_loss_decreases(data_dir):
     assert end < 0.7 * losses[0], (losses[0], end)  # measured: ~0.12x
 
 
-def test_dit_flow_loss_decreases(data_dir):
+@pytest.mark.parametrize("dit,motion_weight", [({}, 0.0), ({"target": "x0"}, 0.0),
+                                               ({"target": "x0", "residual": True}, 5.0)],
+                         ids=["v", "x0", "x0-residual-motion"])
+def test_dit_flow_loss_decreases(data_dir, dit, motion_weight):
     ds = Dataset([data_dir])
-    model = _tiny_model(ds)
+    model = _tiny_model(ds, **dit)
     T = model.cfg.dit.window + 1
     with torch.no_grad():  # fixed latents of the first frames of two episodes, unit variance
         z = model.encode_frames(torch.stack([ds.episodes[e].frames[:T] for e in range(2)]))
@@ -98,10 +106,11 @@ def test_dit_flow_loss_decreases(data_dir):
     actions = torch.stack([ds.episodes[e].actions[:T] for e in range(2)])
     scene = torch.tensor([ds.episodes[e].scene for e in range(2)])
     extra = {"scene_params": torch.stack([ds.episodes[e].cond for e in range(2)])[:, None].expand(-1, T, -1)}
-    tau = sample_tau(2, T, torch.Generator().manual_seed(1))
+    tau, _ = sample_tau(2, T, torch.Generator().manual_seed(1))
 
     def loss_at(seed: int) -> torch.Tensor:
-        return flow_loss(model.dit, z, tau, actions, scene, extra, torch.Generator().manual_seed(seed))
+        return flow_loss(model.dit, z, tau, actions, scene, extra, torch.Generator().manual_seed(seed),
+                         motion_weight=motion_weight)
 
     seeds = range(4)  # four fixed noise draws; start and end are their mean loss
     with torch.no_grad():
@@ -116,6 +125,84 @@ def test_dit_flow_loss_decreases(data_dir):
         end = float(np.mean([loss_at(s).item() for s in seeds]))
     assert np.isfinite(start) and np.isfinite(end)
     assert end < 0.8 * start, (start, end)  # measured: ~0.62x
+
+
+def test_sample_tau_teacher_forced_share_and_logit_normal():
+    gen = torch.Generator().manual_seed(0)
+    tau, forced = sample_tau(4000, 5, gen, ctx_max=0.1, tf_share=1.0)
+    assert forced.all() and (tau[:, :-1] <= 0.1).all() and tau[:, -1].mean() > 0.4
+    tau, forced = sample_tau(4000, 5, gen, tf_share=0.0, dist="logit-normal", loc=1.5, scale=1.0)
+    assert not forced.any() and 0.7 < float(tau.mean()) < 0.85  # E[σ(N(1.5, 1))] ≈ 0.78
+    tau, forced = sample_tau(4000, 5, gen, tf_share=0.5)
+    assert 0.45 < float(forced.float().mean()) < 0.55
+    with pytest.raises(ValueError, match="logit-normal"):
+        sample_tau(2, 2, gen, dist="beta")
+
+
+def test_moving_marks_where_latents_change():
+    z = torch.zeros(1, 3, 2, 8, 8)
+    z[0, 1, :, 4, 4] = 1.0  # something appears at (4, 4) in frame 1 and leaves in frame 2
+    m = moving(z)
+    assert m.shape == (1, 3, 1, 8, 8)
+    for t in range(3):
+        assert m[0, t, 0, 4, 4] == 1 and m[0, t, 0, 3:6, 3:6].sum() == 9  # dilated by one latent pixel
+        assert m[0, t, 0, 0, 0] == 0
+
+
+def test_residual_x0_model_starts_as_copying_the_last_frame(data_dir):
+    """A fresh residual x0 DiT (zero-initialised output) predicts the previous latent: one
+    Euler step from pure noise lands exactly on the last context frame."""
+    from simcore.rollout import Rollout
+
+    ds = Dataset([data_dir])
+    model = _tiny_model(ds, target="x0", residual=True).eval()
+    z = model.encode_frames(ds.episodes[0].frames[None, :3])  # (1, 3, C, h, w)
+    for steps in (1, 4):
+        roll = Rollout(model, steps=steps, seed=0, scene=0)
+        roll.prompt(z, torch.zeros(1, 3, dtype=torch.long), {"scene_params": ds.episodes[0].cond})
+        out = roll.generate(1, {"scene_params": ds.episodes[0].cond})
+        torch.testing.assert_close(out, z[:, 2].clamp(-6, 6), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="target 'x0'"):
+        _tiny_model(ds, residual=True)
+
+
+def test_model_settings_override_and_reject_unknown_names():
+    cfg = config_for("tiny")
+    apply_model_set(cfg, {"dit.target": "x0", "dit.residual": "true", "dit.dim": "48", "ctx_noise": "0.05"})
+    assert (cfg.dit.target, cfg.dit.residual, cfg.dit.dim, cfg.ctx_noise) == ("x0", True, 48, 0.05)
+    with pytest.raises(SimcoreError, match="unknown model setting 'dit.widht'.*dit.dim"):
+        apply_model_set(cfg, {"dit.widht": "3"})
+    with pytest.raises(SimcoreError, match="takes a int"):
+        apply_model_set(cfg, {"dit.depth": "deep"})
+
+
+def test_ema_weights_are_what_is_evaluated_and_saved(data_dir, tmp_path):
+    out = tmp_path / "ema"
+    tr = Trainer(tiny_config(data_dir, out, stages=("ae", "dynamics"), ae_steps=3, dyn_steps=6, ema=0.9,
+                             eval_every=1000), log=lambda *_: None)
+    tr.run()
+    assert tr.ema is not None
+    saved = load_model(out).dit.state_dict()
+    raw = dict(tr.model.dit.named_parameters())
+    assert any(not torch.equal(saved[k], raw[k].detach()) for k in raw)  # the saved DiT is not the raw one ...
+    for k in raw:
+        torch.testing.assert_close(saved[k], tr.ema[k])  # ... it is the moving average
+
+
+def test_init_from_starts_the_whole_model_when_configs_match(trained, data_dir, tmp_path):
+    tr = Trainer(tiny_config(data_dir, tmp_path / "cont", init_from=str(trained)), log=lambda *_: None)
+    src = load_model(trained)
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(tr.model.state_dict()[k], v, msg=k)
+    assert tr.state["init_from"]["parts"] == ["ae", "dit"] and not tr.state["init_from"]["path"].startswith("/")
+    other = Trainer(tiny_config(data_dir, tmp_path / "other", init_from=str(trained), model_set={"dit.target": "x0"}),
+                    log=lambda *_: None)
+    assert other.state["init_from"]["parts"] == ["ae"]  # another DiT config: only the autoencoder
+    only_ae = Trainer(tiny_config(data_dir, tmp_path / "only", init_from=str(trained), init_parts="ae"),
+                      log=lambda *_: None)
+    assert only_ae.state["init_from"]["parts"] == ["ae"]
+    for k, v in src.ae.state_dict().items():
+        torch.testing.assert_close(other.model.ae.state_dict()[k], v, msg=k)
 
 
 # ---------------------------------------------------------------------------
@@ -146,15 +233,42 @@ def test_train_writes_model_card_state_and_log(trained):
     assert card["config"]["scenes"] == [SCENE] and card["parameters"]["total"] > 0
     ev = card["evaluation_during_training"]
     assert "ae_psnr_train_sample" in ev
-    assert len(ev["dynamics_rollout_psnr"]["psnr_per_step"]) == 16
-    rows = [json.loads(line) for line in (trained / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "eval_rollout_psnr" in r] == [5, 10]  # eval_every=5
+    assert ev["dynamics_curve"]["step"] == 10 and SCENE in ev["dynamics_curve"]["scenes"]
+    assert tr["cpu_minutes"] > 0
+    assert not any(f.startswith("/") for f in card["data"]["files"])  # no absolute paths of this machine
 
     from safetensors import safe_open
 
     with safe_open(str(trained / "train_state.safetensors"), framework="pt") as f:
         state = json.loads(f.metadata()["state"])
     assert state["done"] == ["ae", "dynamics", "finetune"]
+
+
+def test_train_writes_learning_curves_per_cpu_minute(trained):
+    rows = [json.loads(line) for line in (trained / "curves.jsonl").read_text().splitlines()]
+    # every eval_every=5 steps, and where each stage ends (finetune: 3 steps)
+    assert [(r["stage"], r["step"]) for r in rows] == [("dynamics", 0), ("dynamics", 5), ("dynamics", 10), ("finetune", 3)]
+    cpu = [r["cpu_min"] for r in rows]
+    assert cpu == sorted(cpu) and cpu[-1] > cpu[0]
+    for r in rows:
+        fig = r["scenes"][SCENE]
+        for key in ("tf1_psnr", "copy_psnr", "ae_psnr", "rollout_psnr@1", "rollout_psnr@8", "rollout_psnr@16"):
+            assert np.isfinite(fig[key]) and 0 < fig[key] < 100, (key, fig[key])
+        assert "p7_accuracy" not in fig  # no actions in this scene
+    # copying is measured on the held-out truth, so it is the same at every point
+    assert len({r["scenes"][SCENE]["copy_psnr"] for r in rows}) == 1
+    png = (trained / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_curves_hold_out_episodes(data_dir, tmp_path):
+    tr = Trainer(tiny_config(data_dir, tmp_path / "run", holdout=0.25), log=lambda *_: None)
+    assert list(tr.val_eps) == [EPISODES - 1]  # the last of each scene's episodes
+    assert EPISODES - 1 not in set(tr.train_eps)
+    tr.rng = np.random.default_rng(0)
+    tr.latents = [torch.zeros(len(e.frames), 4, 16, 16) for e in tr.data.episodes]
+    picked = {e for e, _ in tr.data.clip_index(5, 200, tr.rng, among=tr.train_eps)}
+    assert picked == set(range(EPISODES - 1))
 
 
 def test_trained_model_loads_and_plays(trained):
