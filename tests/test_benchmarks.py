@@ -42,3 +42,47 @@ def test_rollout_speed_quick_reports_every_figure(run_benchmark):
     assert all(positive(row["env_frames_per_s"]) for row in r["batch"]["rows"])
     assert set(rep["targets"]) == {"env_frames_per_s>=15", "kv_cache_speedup>=5x", "flat_cost_within_10%"}
     assert all(isinstance(t["pass"], bool) for t in rep["targets"].values())
+
+
+def _tiny_model_dir(tmp_path):
+    from simcore.checkpoint import save_model
+    from simcore.model import WorldModel, config_for
+
+    cfg = config_for("tiny", scenes=("simcore/BouncingBalls-v0", "simcore/Pong-v0"), num_actions=3,
+                     cond_dims={"scene_params": 4})
+    cfg.dit.target, cfg.dit.action_tokens = "x0", True
+    return save_model(WorldModel(cfg), tmp_path / "tiny_model")
+
+
+def _run_script(tmp_path, script: str, *args: str) -> dict:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / f"{script}.json"
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / script), *args, "--out", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(out.read_text())
+
+
+def test_pong_dream_report_measures_control_visibility_and_psnr(tmp_path):
+    model = str(_tiny_model_dir(tmp_path))
+    rep = _run_script(tmp_path, "pong_dream_report.py", "--model", model, "--rollouts", "2", "--horizon", "4",
+                      "--threads", "1")
+    assert rep["rollouts"] == 2 and rep["machine"]["simd"]
+    assert rep["ball_visible"]["n"] == 2 and 0.0 <= rep["ball_visible"]["value"] <= 1.0
+    assert set(rep["psnr_at"]) == {"1", "4", "8", "16"} and rep["psnr_at"]["1"]["n"] == 2
+    assert rep["psnr_at"]["8"]["n"] == 0  # a 4-step horizon has no step 8
+    assert 0.0 <= rep["p7_direction_accuracy"]["value"] <= 1.0 and rep["p7_direction_accuracy"]["n"] == 2
+
+
+def test_dream_speed_compare_times_models_side_by_side(tmp_path):
+    model = str(_tiny_model_dir(tmp_path))
+    rep = _run_script(tmp_path, "dream_speed_compare.py", "--model", model, "--model", model, "--steps", "5",
+                      "--warmup", "1", "--threads", "1")
+    assert [r["model"] for r in rep["rows"]] == [model, model]
+    assert rep["rows"][0]["relative_to_first"] == 1.0
+    assert all(r["frames_per_s"] > 0 for r in rep["rows"]) and rep["machine"]["simd"]
