@@ -34,7 +34,8 @@ def row_figures(run: Path) -> dict:
     last = rows[-1]
     card = json.loads((run / "model_card.json").read_text()) if (run / "model_card.json").is_file() else {}
     tr = card.get("training", {})
-    return {"stage": last["stage"], "steps": last["step"], "cpu_min": last["cpu_min"], "loss": last.get("loss"),
+    return {"hardware": tr.get("hardware"), "stage": last["stage"], "steps": last["step"],
+            "cpu_min": last["cpu_min"], "loss": last.get("loss"),
             "scenes": last["scenes"], "points": len(rows),
             "commands": [c.replace(str(run.parent) + "/", "RUNS/") for c in tr.get("commands", [])],
             "first_point": rows[0]["scenes"]}
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     spec = json.loads(args.rows.read_text())
     out = {"what": spec.get("what", ""), "budget": spec.get("budget", ""), "data": spec.get("data", {}),
-           "machine": describe("cpu"), "rows": []}
+           "evaluated_on": describe("cpu"), "rows": []}
     for row in spec["rows"]:
         run = args.runs / row["name"]
         if not (run / "curves.jsonl").is_file() or not (run / "model_card.json").is_file():
