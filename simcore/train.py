@@ -39,6 +39,8 @@ from simcore.objective import ae_loss, flow_loss, sample_tau
 from simcore.rollout import Rollout
 
 STAGES = ("ae", "dynamics", "finetune")
+#: model settings that only change how frames are sampled (not the weights): a resumed run may set them anew
+SAMPLING_SETTINGS = ("sample_steps", "guidance")
 
 
 @dataclass
@@ -300,7 +302,10 @@ class Trainer:
             meta = f.metadata()
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         saved = ModelConfig.from_dict(json.loads(meta["model_config"])).to_dict()  # fills newer defaults
-        if saved != self.model.cfg.to_dict() or meta.get("backend", "model") != self.cfg.backend:
+        mine = self.model.cfg.to_dict()
+        # how the model samples is not part of its weights: a resumed run may change it
+        sampling = {k: mine[k] for k in SAMPLING_SETTINGS}
+        if {**saved, **sampling} != mine or meta.get("backend", "model") != self.cfg.backend:
             raise ValueError(f"{path} was written for another model config; use another --out or --no-resume")
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         ema = {k[4:]: v.to(self.device) for k, v in tensors.items() if k.startswith("ema.")}

@@ -166,6 +166,15 @@ def test_residual_x0_model_starts_as_copying_the_last_frame(data_dir):
         _tiny_model(ds, residual=True)
 
 
+def test_a_resumed_run_may_change_how_the_model_samples(trained, data_dir, tmp_path):
+    out = tmp_path / "resampled"
+    shutil.copytree(trained, out)
+    tr = Trainer(tiny_config(data_dir, out, model_set={"sample_steps": 1}), log=lambda *_: None)
+    assert tr.model.cfg.sample_steps == 1 and tr.state["done"] == ["ae", "dynamics", "finetune"]
+    with pytest.raises(ValueError, match="another model config"):
+        Trainer(tiny_config(data_dir, out, model_set={"dit.target": "x0"}), log=lambda *_: None)
+
+
 def test_model_settings_override_and_reject_unknown_names():
     cfg = config_for("tiny")
     apply_model_set(cfg, {"dit.target": "x0", "dit.residual": "true", "dit.dim": "48", "ctx_noise": "0.05"})
