@@ -1,16 +1,19 @@
 """``simcore train``: fit a world model to recordings, stage by stage.
 
     1. ae        autoencoder on single frames (L1 + L2), then frozen; latent scale measured
-    2. dynamics  DiT with rectified flow, an independent noise level per frame
-                 (diffusion forcing), context frames often only lightly noised
+    2. dynamics  DiT with rectified flow: a share of the clips teacher-forced (lightly
+                 noised context, noisy last frame), the rest with a noise level per
+                 frame (diffusion forcing); what a batch is scored on is simcore.objective
     3. finetune  self-forcing-style: the context of each clip is the model's own
                  rollout (no grad), the target the recorded next frame, so the model
                  learns to correct its own drift over long horizons
 
 ``backend="render"`` trains a render model (``simcore.render``): the same stages, with
 the engine state of every recorded step as a per-step condition (``--backend render``);
-``init_from`` copies a trained autoencoder from another model, so the ``ae`` stage can
-be skipped. ``step_conditions`` adds other per-step conditions (e.g. ``event``).
+``init_from`` starts from another model: its autoencoder (so the ``ae`` stage can be
+skipped), and its DiT too when the configs match (``init_parts="ae"``: only the
+autoencoder). Every ``eval_every`` steps a learning-curve point on held-out episodes
+goes to ``curves.jsonl`` / ``curves.png``. ``step_conditions`` adds other per-step conditions (e.g. ``event``).
 
 Runs alone or under ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on GPU);
 rank 0 logs and saves. ``train_state.safetensors`` in the output directory makes a
