@@ -378,7 +378,7 @@ def eval(  # noqa: A001 - the command is `simcore eval`
     split: list[str] = typer.Option(["id"], "--split", help="id | ood | composition (repeatable; see "
                                     "simcore/splits.py). ood brings id along for P1's OOD/ID ratio."),
     probes: bool = typer.Option(True, "--probes/--no-probes", help="Apply every physics probe (P1-P8 and "
-                                "plugins' simcore_probe hooks) with bootstrap intervals and the targets."),
+                                "plugins' simcore_probe hooks) with bootstrap intervals and pass/fail against each bar."),
     condition_as: Optional[str] = typer.Option(None, "--condition-as", help="Dream scenes outside the model's "
                                                "training set under this (known) scene's conditioning."),
     gif_scale: int = typer.Option(3, "--gif-scale", help="Pixels per frame pixel in the side-by-side GIFs."),
@@ -387,7 +387,7 @@ def eval(  # noqa: A001 - the command is `simcore eval`
 ) -> None:
     """Roll a world model out against the simulator on held-out seeds: PSNR/SSIM per step,
     AE round-trip PSNR, long-rollout collapse checks, every physics probe (P1-P8, plugins)
-    against its floors with 95% bootstrap intervals, the targets; report.json, plots, GIFs."""
+    against its floors with 95% bootstrap intervals and pass/fail per quality bar; report.json, plots, GIFs."""
     import shlex
 
     if backend == "render":  # a separate report: simcore.render.evaluate_render
@@ -553,7 +553,7 @@ def bench(
     out: Optional[Path] = typer.Option(None, "--out", help="Write the JSON report here."),
     threads: int = typer.Option(0, "--threads", help="torch (and kernel) threads; 0 = torch's default."),
 ) -> None:
-    """Native kernels vs PyTorch: patch attention over the issue's grid and the default model end to end."""
+    """Native kernels vs PyTorch: patch attention over a grid of shapes and the default model end to end."""
     from simcore import bench as bench_mod
 
     if which:

@@ -7,6 +7,10 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ["SIMCORE_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 os.environ.pop("SIMCORE_DISABLE_PLUGINS", None)
+# Processes the tests start (python -m simcore, benchmark scripts) must import the installed
+# package, not the source tree of a clone they happen to start in (it has no simcore.plugins
+# or simcore.scenes: only the wheel maps them in). Python 3.11+ honours this.
+os.environ["PYTHONSAFEPATH"] = "1"
 # training runs cache latents; tests keep theirs out of the user's cache directory
 os.environ["SIMCORE_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="simcore-test-latents-")
 
